@@ -14,6 +14,16 @@ Examples
 """
 
 from .approximate import Approximation, approximate
+from .studies import Study, compare_many
+from .surfaces import (
+    BlockSpectra,
+    SearchResult,
+    allocate_ranks,
+    best_approximation,
+    block_spectra,
+    error_surface,
+    error_vs_budget,
+)
 from .structures import (
     BlockGrid,
     DiagonalBlocks,
@@ -28,6 +38,15 @@ from .structures import (
 
 __all__ = [
     "Approximation",
+    "BlockSpectra",
+    "SearchResult",
+    "Study",
+    "compare_many",
+    "allocate_ranks",
+    "best_approximation",
+    "block_spectra",
+    "error_surface",
+    "error_vs_budget",
     "BlockGrid",
     "DiagonalBlocks",
     "Global",

@@ -72,14 +72,28 @@ class Approximation:
     n_params: int
 
     @property
+    def rank_overhead(self) -> int:
+        """Integers needed to store per-block ranks: one per block if they differ, else 0.
+
+        Not included in ``n_params``, which counts factor entries only.
+        """
+        return 0 if self.structure.is_uniform else len(self.blocks)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """Shape of the approximated matrix."""
         return self.partition.shape
 
     def __repr__(self) -> str:
         m, n = self.shape
+        structure = repr(self.structure)
+        if not self.structure.is_uniform and len(self.ranks) > 8:  # keep long rank lists short
+            nonzero = sum(r > 0 for r in self.ranks)
+            structure = structure.split(", rank=")[0] + (
+                f", rank=<{len(self.ranks)} per-block ranks, {nonzero} nonzero>)"
+            )
         return (
-            f"Approximation({self.structure!r}, shape=({m}, {n}), n_params={self.n_params}, "
+            f"{type(self).__name__}({structure}, shape=({m}, {n}), n_params={self.n_params}, "
             f"error={self.error:.4g})"
         )
 

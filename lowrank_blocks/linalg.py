@@ -129,11 +129,13 @@ def block_groups(
 def stack_blocks(
     W: Array, partition: Partition, blocks: Sequence[tuple[int, int]], xp: Any
 ) -> Array:
-    """Stack blocks of equal shape into one ``(len(blocks), m_b, n_b)`` array.
+    """Stack blocks of equal shape into one ``(..., len(blocks), m_b, n_b)`` array.
 
-    When the blocks form a full sub-grid (every row part of a size class with every column part
-    of a size class, the usual case for a block grid), the stack is one reshape and transpose of
-    a contiguous sub-matrix: a single copy.  Otherwise the blocks are sliced and stacked.
+    ``W`` may carry leading batch dimensions (a stack of matrices ``(..., m, n)``); they are
+    kept in front.  When the blocks form a full sub-grid (every row part of a size class with
+    every column part of a size class, the usual case for a block grid), the stack is one
+    reshape and transpose of a contiguous sub-matrix: a single copy.  Otherwise the blocks are
+    sliced and stacked.
     """
     rows = sorted({i for i, _ in blocks})
     cols = sorted({j for _, j in blocks})
@@ -145,10 +147,13 @@ def stack_blocks(
         mb, nb = partition.block_shape(rows[0], cols[0])
         r0, c0 = partition.row_offsets[rows[0]], partition.col_offsets[cols[0]]
         p, q = len(rows), len(cols)
-        sub = W[r0 : r0 + p * mb, c0 : c0 + q * nb]
-        sub = xp.reshape(sub, (p, mb, q, nb))
-        return xp.reshape(xp.permute_dims(sub, (0, 2, 1, 3)), (p * q, mb, nb))
-    return xp.stack([W[partition.block_slices(i, j)] for i, j in blocks])
+        lead = tuple(W.shape[:-2])
+        k = len(lead)
+        sub = W[..., r0 : r0 + p * mb, c0 : c0 + q * nb]
+        sub = xp.reshape(sub, lead + (p, mb, q, nb))
+        axes = tuple(range(k)) + (k, k + 2, k + 1, k + 3)
+        return xp.reshape(xp.permute_dims(sub, axes), lead + (p * q, mb, nb))
+    return xp.stack([W[(..., *partition.block_slices(i, j))] for i, j in blocks], axis=-3)
 
 
 def svd_stack(stack: Array, xp: Any) -> tuple[Array, Array, Array]:
@@ -187,3 +192,102 @@ def block_energies(W: Array, partition: Partition, xp: Any) -> np.ndarray:
         col_sums = to_numpy(xp.sum(sq[row_off[i] : row_off[i + 1], :], axis=0))
         out[i] = np.add.reduceat(col_sums.astype(np.float64), col_starts)
     return out
+
+
+def _check_randomized_options(oversampling: object, n_iter: object) -> tuple[int, int]:
+    from .structures import _as_int
+
+    return (
+        _as_int(oversampling, "oversampling", minimum=0),
+        _as_int(n_iter, "n_iter", minimum=0),
+    )
+
+
+def randomized_svd_stack(
+    stack: Array,
+    rank: int,
+    xp: Any,
+    *,
+    oversampling: int = 10,
+    n_iter: int = 4,
+    random_state: int | np.random.Generator | None = None,
+    compute_uv: bool = True,
+) -> tuple[Array, Array, Array] | Array:
+    """Randomized truncated SVD of every matrix in a stack, all blocks at once.
+
+    The randomized range finder of Halko, Martinsson & Tropp (2011), Algorithms 4.3/4.4 and 5.1:
+    a Gaussian test matrix ``Ω`` with ``rank + oversampling`` columns, ``Y = A Ω``, ``n_iter``
+    power iterations ``Y ← A (Aᵀ Y)`` with QR re-orthonormalisation after every product
+    (Algorithm 4.4, which keeps small singular values from drowning in rounding), then the
+    exact SVD of the small ``Qᵀ A``.  Every step is one batched call over the stack.
+
+    Accuracy: the singular values returned are Ritz values, never larger than the true ones;
+    for a spectrum with decay the error falls like ``(σ_{k+p+1}/σ_k)^{2 n_iter + 1}``.  On flat
+    spectra (Gaussian noise) a few power iterations still give the captured energy
+    ``Σ_{i ≤ k} σ_i²`` to about 1e-3 relative (see ``benchmarks/bench_surfaces.py``).
+
+    Parameters
+    ----------
+    stack : array, shape (g, m, n)
+        Matrices of equal shape.
+    rank : int
+        Number of singular triplets wanted, ``1 <= rank <= min(m, n)``.
+    xp : namespace
+        The array namespace of ``stack``.
+    oversampling : int, default 10
+        Extra random vectors, ``>= 0``; the sample size is ``min(rank + oversampling, m, n)``.
+    n_iter : int, default 4
+        Power iterations, ``>= 0``.
+    random_state : int, numpy.random.Generator or None
+        Seed of the Gaussian test matrix (drawn on the host, then moved to the device).
+    compute_uv : bool, default True
+        ``False`` returns the singular values only.
+
+    Returns
+    -------
+    U, S, Vt or S
+        ``U`` of shape ``(g, m, rank)``, ``S`` of shape ``(g, rank)`` descending, ``Vt`` of
+        shape ``(g, rank, n)``, on the backend and device of ``stack``.
+
+    References
+    ----------
+    N. Halko, P. G. Martinsson, J. A. Tropp, "Finding structure with randomness: probabilistic
+    algorithms for constructing approximate matrix decompositions", SIAM Review 53(2), 2011.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> A = (rng.standard_normal((3, 50, 5)) @ rng.standard_normal((3, 5, 40)))
+    >>> S = randomized_svd_stack(A, 5, np, random_state=0, compute_uv=False)
+    >>> bool(np.allclose(S, np.linalg.svd(A, compute_uv=False)[:, :5]))
+    True
+    """
+    oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
+    g, m, n = (int(d) for d in stack.shape)
+    from .structures import _as_int
+
+    rank = _as_int(rank, "rank", minimum=1)
+    if rank > min(m, n):
+        raise ValueError(f"rank={rank} exceeds the block size {m} × {n}; at most {min(m, n)}")
+    size = min(rank + oversampling, m, n)
+    rng = np.random.default_rng(random_state)
+    transpose = m < n  # sample the larger side so Q has the smaller dimension
+    A = xp.permute_dims(stack, (0, 2, 1)) if transpose else stack
+    rows, cols = (n, m) if transpose else (m, n)
+    omega = rng.standard_normal((g, cols, size))
+    omega = xp.asarray(omega, dtype=stack.dtype, device=array_api_compat.device(stack))
+    At = xp.permute_dims(A, (0, 2, 1))
+    Q, _ = xp.linalg.qr(A @ omega)
+    for _ in range(n_iter):
+        Z, _ = xp.linalg.qr(At @ Q)
+        Q, _ = xp.linalg.qr(A @ Z)
+    small = xp.permute_dims(Q, (0, 2, 1)) @ A  # (g, size, cols)
+    if not compute_uv:
+        return xp.linalg.svdvals(small)[:, :rank]
+    Ub, S, Vt = xp.linalg.svd(small, full_matrices=False)
+    U = Q @ Ub[:, :, :rank]
+    S, Vt = S[:, :rank], Vt[:, :rank, :]
+    if transpose:
+        return xp.permute_dims(Vt, (0, 2, 1)), S, xp.permute_dims(U, (0, 2, 1))
+    return U, S, Vt

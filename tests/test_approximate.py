@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowrank_blocks import BlockGrid, DiagonalBlocks, Global, Partition, approximate
+from reference import block_svd_reference
 
 STRUCTURES = [
     Global(3),
@@ -26,14 +27,7 @@ STRUCTURES = [
 def reference(W: np.ndarray, structure) -> tuple[np.ndarray, float]:
     """Block-by-block truncated SVD in float64 and the error of the formed reconstruction."""
     W = np.asarray(W, dtype=np.float64)
-    part = Partition(W.shape, structure.grid)
-    ranks = structure.block_ranks(W.shape)
-    out = np.zeros_like(W)
-    for (i, j), r in zip(structure.blocks, ranks):
-        rs, cs = part.block_slices(i, j)
-        U, s, Vt = np.linalg.svd(W[rs, cs])
-        out[rs, cs] = (U[:, :r] * s[:r]) @ Vt[:r]
-    return out, float(np.linalg.norm(W - out) / np.linalg.norm(W))
+    return block_svd_reference(W, structure.grid, structure.blocks, structure.block_ranks(W.shape))
 
 
 @pytest.fixture
