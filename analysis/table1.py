@@ -23,25 +23,8 @@ def main() -> None:
     shown = frame.assign(error=frame["error"].round(4))[
         ["method", "rank", "n_params", "error", "paper_error"]
     ]
-    (args.out / "table1.md").write_text(
-        shown.to_markdown(index=False) if _has_tabulate() else _markdown(shown)
-    )
+    (args.out / "table1.md").write_text(shown.to_markdown(index=False) + "\n")
     print(f"wrote {args.out / 'table1.csv'} and {args.out / 'table1.md'}")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _markdown(frame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ grid costs at most four batched calls.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,9 +163,34 @@ def svd_stack(stack: Array, xp: Any) -> tuple[Array, Array, Array]:
     return U, S, Vt
 
 
+def _numpy_workers(stack: Array) -> int:
+    """Threads worth using for a NumPy stack: one per core, at most one per matrix."""
+    if not isinstance(stack, np.ndarray) or stack.ndim < 3:
+        return 1
+    n = int(np.prod(stack.shape[:-2]))
+    return max(1, min(os.cpu_count() or 1, n))
+
+
 def svdvals_stack(stack: Array, xp: Any) -> Array:
-    """Singular values (descending) of every matrix in a stack, in one batched call."""
-    return xp.linalg.svdvals(stack)
+    """Singular values (descending) of every matrix in a stack.
+
+    One batched call per backend.  For NumPy stacks of several matrices the batch is split
+    over one thread per core, with BLAS limited to one thread each (LAPACK's gesdd releases
+    the GIL; small blocks gain nothing from multi-threaded BLAS, several blocks at once do).
+    """
+    workers = _numpy_workers(stack)
+    if workers == 1:
+        return xp.linalg.svdvals(stack)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    lead = stack.shape[:-2]
+    flat = stack.reshape((-1,) + stack.shape[-2:])
+    chunks = np.array_split(flat, workers)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda c: np.linalg.svd(c, compute_uv=False), chunks))
+    return np.concatenate(parts).reshape(lead + (parts[0].shape[-1],))
 
 
 def to_numpy(x: Array) -> np.ndarray:

@@ -17,7 +17,7 @@ import array_api_compat
 import numpy as np
 import pandas as pd
 
-from .linalg import as_matrix, block_groups, power_of_two_scale, stack_blocks, to_numpy
+from .linalg import as_matrix, block_groups, stack_blocks, svdvals_stack, to_numpy
 from .structures import FAMILIES, Partition, Structure, _as_int
 
 __all__ = ["Study", "compare_many", "stack_errors"]
@@ -91,7 +91,7 @@ def stack_errors(matrices: Any, structure: Structure) -> np.ndarray:
     blocks = structure.blocks
     err_sq = np.zeros(n_mat)
     for positions in block_groups(part, blocks).values():
-        S = to_numpy(xp.linalg.svdvals(stack_blocks(X, part, [blocks[k] for k in positions], xp)))
+        S = to_numpy(svdvals_stack(stack_blocks(X, part, [blocks[k] for k in positions], xp), xp))
         sq = S.astype(np.float64) ** 2  # (N, g, k)
         for g, k in enumerate(positions):
             err_sq += sq[:, g, ranks[k]:].sum(axis=1)
@@ -193,7 +193,9 @@ def compare_many(
         for s in structures:
             if not isinstance(s, Structure):
                 raise TypeError(f"structures contains {s!r}, which is not a Structure")
-    if structures is not None and is_stack:
+    if structures is None and is_stack and allocation == "uniform" and method == "exact":
+        rows = _best_uniform_rows(matrices, budget, families, grids)  # type: ignore[arg-type]
+    elif structures is not None and is_stack:
         m, n = int(matrices.shape[1]), int(matrices.shape[2])
         for s in structures:
             _check_budget(s, (m, n), budget)
@@ -228,6 +230,48 @@ def compare_many(
         raise ValueError("matrices is empty; give at least one matrix")
     per_matrix = pd.DataFrame(rows)
     return _summarise(per_matrix, budget, n_boot, confidence, random_state)
+
+
+def _best_uniform_rows(
+    matrices: Any, budget: int, families: Sequence[str], grids: Any
+) -> list[dict[str, Any]]:
+    """Budget mode on a stack, batched: every candidate's errors for all matrices at once.
+
+    For each family and grid the largest uniform rank within the budget is the only candidate
+    worth computing (errors fall with rank); the best over grids is taken per matrix.
+    """
+    from .structures import configurations_at_budget
+    from .surfaces import _default_grids, _grid_list
+
+    m, n = int(matrices.shape[1]), int(matrices.shape[2])
+    grid_list = _grid_list(_default_grids((m, n)) if grids is None else grids, (m, n), "grids")
+    rows: list[dict[str, Any]] = []
+    for family in families:
+        try:
+            listed = configurations_at_budget(
+                (m, n), budget, at_most=True, families=[family], grids=grid_list
+            )
+        except ValueError:  # the budget is below every configuration of this family
+            continue
+        if family == "diagonal":
+            listed = [c for c in listed if c.grid in grid_list]
+        top: dict[tuple[int, int], Structure] = {}
+        for c in listed:  # ranks ascend within a grid: keep the last (largest)
+            top[c.grid] = c
+        candidates = list(top.values())
+        errs = np.stack([stack_errors(matrices, c) for c in candidates])  # (n_candidates, N)
+        pick = np.argmin(errs, axis=0)
+        for k in range(errs.shape[1]):
+            c = candidates[pick[k]]
+            rows.append({"matrix": k, "config": f"{c.paper_name}: best uniform",
+                         "structure": family, "n_params": c.n_params((m, n)),
+                         "error": float(errs[pick[k], k]), "grid": f"{c.grid[0]}×{c.grid[1]}"})
+    if not rows:
+        raise ValueError(
+            f"budget={budget} is below the cheapest configuration of {', '.join(families)} "
+            f"for {m} × {n} matrices"
+        )
+    return rows
 
 
 def _len_or_none(x: Any) -> int | None:

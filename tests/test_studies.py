@@ -93,3 +93,14 @@ def test_empty_and_non_finite_stacks():
     X[1, 2, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
         compare_many(X, structures=[Global(1)], progress=False)
+
+
+def test_budget_mode_batched_stack_equals_per_matrix_search():
+    X = np.random.default_rng(4).standard_normal((25, 14, 14))
+    batched = compare_many(X, 112, progress=False)
+    looped = compare_many(list(X), 112, progress=False)
+    a = batched.per_matrix.sort_values(["matrix", "structure"]).reset_index(drop=True)
+    b = looped.per_matrix.sort_values(["matrix", "structure"]).reset_index(drop=True)
+    np.testing.assert_allclose(a["error"], b["error"], rtol=1e-10)
+    assert (a["n_params"] == b["n_params"]).all()
+    assert (a["grid"] == b["grid"]).all()
