@@ -211,7 +211,8 @@ def compare_many(
 
         iterable = matrices if not is_stack else (matrices[k] for k in range(matrices.shape[0]))
         total = int(matrices.shape[0]) if is_stack else _len_or_none(matrices)
-        for k, W in enumerate(tqdm(iterable, total=total, disable=not progress, desc="matrices")):
+        bar = tqdm(iterable, total=total, disable=None if progress else True, desc="matrices")
+        for k, W in enumerate(bar):
             if structures is not None:
                 for s in structures:
                     shape = (int(W.shape[0]), int(W.shape[1]))

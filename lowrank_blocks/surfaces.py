@@ -376,7 +376,7 @@ def _specs(
             jobs.extend((fam, g) for g in _grid_list(grids, shape, "grids"))
     rng = np.random.default_rng(random_state)
     out = []
-    for fam, g in tqdm(jobs, disable=not progress, desc="block spectra", leave=False):
+    for fam, g in tqdm(jobs, disable=None if progress else True, desc="block spectra", leave=False):
         max_rank = rank_for(fam, g, shape) if method == "randomized" else None
         if max_rank is not None and max_rank < 1:
             continue

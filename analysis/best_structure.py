@@ -1,0 +1,64 @@
+"""Past the paper: the best structure for the Table I digit at 224 parameters.
+
+The paper's best error at 224 parameters is 0.2119 (Localized LoRA, K = 2, rank 2).  This script
+searches every p × q grid and the diagonal structures, with one rank per block (the paper's
+setting) and with per-block ranks chosen optimally, and reports the best of each kind with its
+parameter count, the integers needed to store per-block ranks, and the error recomputed from
+the returned factors.
+
+Run ``python analysis/best_structure.py [--out results]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lowrank_blocks import best_approximation
+from lowrank_blocks.datasets import table1_digit
+
+BUDGET = 224
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    W = table1_digit()
+    rows = []
+    for label, kwargs in [
+        ("uniform rank (paper's setting)", dict(allocation="uniform")),
+        ("per-block ranks, overhead reported", dict(allocation="optimal")),
+        ("per-block ranks, overhead charged to the budget",
+         dict(allocation="optimal", count_rank_overhead=True)),
+    ]:
+        best = best_approximation(W, BUDGET, **kwargs)
+        factors_error = float(np.linalg.norm(W - best.reconstruct()) / np.linalg.norm(W))
+        rows.append({
+            "search": label,
+            "structure": best.structure.label,
+            "grid": f"{best.structure.grid[0]}×{best.structure.grid[1]}",
+            "n_params": best.n_params,
+            "rank_overhead": best.rank_overhead,
+            "error": best.error,
+            "error_from_factors": factors_error,
+            "configurations_searched": len(best.search),
+        })
+    frame = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(args.out / "best_structure.csv", index=False)
+    text = (
+        f"# Best structure for the Table I digit at {BUDGET} parameters\n\n"
+        f"The paper's best: Localized LoRA (K = 2, rank 2), error 0.2119.\n\n"
+        + frame.round(4).to_markdown(index=False) + "\n"
+    )
+    (args.out / "best_structure.md").write_text(text)
+    print(text)
+    print(f"wrote {args.out / 'best_structure.md'} and {args.out / 'best_structure.csv'}")
+
+
+if __name__ == "__main__":
+    main()
