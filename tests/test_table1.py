@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,9 +58,11 @@ def test_console_script_prints_table1():
 
 
 def test_analysis_script_writes_results(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     subprocess.run(
-        [sys.executable, "analysis/table1.py", "--out", str(tmp_path)], check=True,
-        capture_output=True, text=True,
+        [sys.executable, str(root / "analysis" / "table1.py"), "--out", str(tmp_path)], check=True,
+        capture_output=True, text=True, env=env,
     )
     import pandas as pd
 
