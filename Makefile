@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) analysis/table1.py --out results
+	$(PY) analysis/demo.py --out results
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests lowrank_blocks

@@ -23,10 +23,8 @@ from lowrank_blocks.datasets import table1_digit
 BUDGET = 224
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    args = parser.parse_args()
+def run(out: Path) -> list[Path]:
+    """Search, print the table and write it into ``out``; return the paths written."""
     W = table1_digit()
     rows = []
     for label, kwargs in [
@@ -48,16 +46,23 @@ def main() -> None:
             "configurations_searched": len(best.search),
         })
     frame = pd.DataFrame(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out / "best_structure.csv", index=False)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "best_structure.csv", index=False)
     text = (
         f"# Best structure for the Table I digit at {BUDGET} parameters\n\n"
         f"The paper's best: Localized LoRA (K = 2, rank 2), error 0.2119.\n\n"
         + frame.round(4).to_markdown(index=False) + "\n"
     )
-    (args.out / "best_structure.md").write_text(text)
+    (out / "best_structure.md").write_text(text)
     print(text)
-    print(f"wrote {args.out / 'best_structure.md'} and {args.out / 'best_structure.csv'}")
+    return [out / "best_structure.csv", out / "best_structure.md"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    print("wrote " + " and ".join(str(p) for p in run(args.out)))
 
 
 if __name__ == "__main__":
