@@ -212,11 +212,15 @@ def block_energies(W: Array, partition: Partition, xp: Any) -> np.ndarray:
     """
     row_off = partition.row_offsets
     col_starts = np.asarray(partition.col_offsets[:-1])
-    sq = W * W
+    n = int(W.shape[-1])
+    chunk = max(1, (1 << 21) // n)  # rows per temporary: at most ~16 MB of squares at a time
     out = np.empty(partition.grid, dtype=np.float64)
     for i in range(partition.grid[0]):
-        col_sums = to_numpy(xp.sum(sq[row_off[i] : row_off[i + 1], :], axis=0))
-        out[i] = np.add.reduceat(col_sums.astype(np.float64), col_starts)
+        col_sums = np.zeros(n)
+        for r0 in range(row_off[i], row_off[i + 1], chunk):
+            rows = W[r0 : min(r0 + chunk, row_off[i + 1]), :]
+            col_sums += to_numpy(xp.sum(rows * rows, axis=0)).astype(np.float64)
+        out[i] = np.add.reduceat(col_sums, col_starts)
     return out
 
 
@@ -296,8 +300,46 @@ def randomized_svd_stack(
     rank = _as_int(rank, "rank", minimum=1)
     if rank > min(m, n):
         raise ValueError(f"rank={rank} exceeds the block size {m} × {n}; at most {min(m, n)}")
-    size = min(rank + oversampling, m, n)
     rng = np.random.default_rng(random_state)
+    workers = _numpy_workers(stack)
+    if workers > 1:
+        # Small blocks: one chunk of the stack per core, single-threaded BLAS in each (the
+        # batched products and QRs of small matrices gain nothing from threaded BLAS).
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        seeds = rng.spawn(workers)
+        chunks = np.array_split(stack, workers)
+        opts = dict(oversampling=oversampling, n_iter=n_iter, compute_uv=compute_uv)
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(
+                lambda cs: _randomized_svd_serial(cs[0], rank, np, random_state=cs[1], **opts),
+                zip(chunks, seeds),
+            ))
+        if not compute_uv:
+            return np.concatenate(parts)
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
+    return _randomized_svd_serial(
+        stack, rank, xp, oversampling=oversampling, n_iter=n_iter, random_state=rng,
+        compute_uv=compute_uv,
+    )
+
+
+def _randomized_svd_serial(
+    stack: Array,
+    rank: int,
+    xp: Any,
+    *,
+    oversampling: int,
+    n_iter: int,
+    random_state: np.random.Generator,
+    compute_uv: bool,
+) -> tuple[Array, Array, Array] | Array:
+    """The range finder on one stack, in the calling thread (see :func:`randomized_svd_stack`)."""
+    g, m, n = (int(d) for d in stack.shape)
+    size = min(rank + oversampling, m, n)
+    rng = random_state
     transpose = m < n  # sample the larger side so Q has the smaller dimension
     A = xp.permute_dims(stack, (0, 2, 1)) if transpose else stack
     rows, cols = (n, m) if transpose else (m, n)

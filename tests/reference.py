@@ -31,19 +31,21 @@ def exhaustive_allocation(W, grid, blocks, budget) -> tuple[float, tuple[int, ..
     W = np.asarray(W, dtype=np.float64)
     rows, cols = split(W.shape[0], grid[0]), split(W.shape[1], grid[1])
     sq, costs = [], []
+    covered = np.zeros(W.shape, dtype=bool)
     for i, j in blocks:
         (r0, r1), (c0, c1) = rows[i], cols[j]
         s = np.linalg.svd(W[r0:r1, c0:c1], compute_uv=False)
         sq.append(s**2)
         costs.append((r1 - r0) + (c1 - c0))
+        covered[r0:r1, c0:c1] = True
     total = float(np.sum(W**2))
+    outside = float(np.sum(W[~covered] ** 2))  # energy of blocks left out, summed directly
     best = (np.inf, ())
     for ranks in itertools.product(*[range(len(s) + 1) for s in sq]):
         if sum(r * c for r, c in zip(ranks, costs)) > budget:
             continue
         err = sum(float(np.sum(s[r:])) for s, r in zip(sq, ranks))
-        outside = total - sum(float(np.sum(s)) for s in sq)
-        e = np.sqrt(max(err + outside, 0.0) / total)
+        e = np.sqrt((err + outside) / total)
         if e < best[0] - 1e-15:
             best = (e, ranks)
     return best
