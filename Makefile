@@ -28,7 +28,8 @@ reproduce-fig2: $(STAMP)
 	$(PY) -m analysis.fig2 --out results
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_surfaces.py
+	$(PY) benchmarks/bench_surfaces.py --sizes 1024 2048 --repeat 5
+	$(PY) benchmarks/bench_kernels.py
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis

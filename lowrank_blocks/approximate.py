@@ -20,10 +20,12 @@ import array_api_compat
 import numpy as np
 
 from .linalg import (
+    _check_randomized_options,
     as_matrix,
     block_energies,
     block_groups,
     power_of_two_scale,
+    randomized_svd_stack,
     stack_blocks,
     svd_stack,
     to_numpy,
@@ -151,7 +153,15 @@ def relative_error(
     return math.sqrt(min(err_sq / total, 1.0))
 
 
-def approximate(W: object, structure: Structure) -> Approximation:
+def approximate(
+    W: object,
+    structure: Structure,
+    *,
+    method: str = "exact",
+    oversampling: int = 10,
+    n_iter: int = 4,
+    random_state: int | np.random.Generator | None = None,
+) -> Approximation:
     """The optimal approximation of ``W`` with the given structure and ranks.
 
     Every block is replaced by its truncated SVD (Eckart–Young block by block); blocks of equal
@@ -166,6 +176,14 @@ def approximate(W: object, structure: Structure) -> Approximation:
     structure : Structure
         :class:`~lowrank_blocks.Global`, :class:`~lowrank_blocks.DiagonalBlocks` or
         :class:`~lowrank_blocks.BlockGrid`, with one rank or one rank per block.
+    method : {'exact', 'randomized'}, default 'exact'
+        ``'exact'``: thin SVD of every block.  ``'randomized'``: the batched randomized range
+        finder (:func:`lowrank_blocks.linalg.randomized_svd_stack`) for the leading singular
+        triplets; the error is then ``‖W_b‖² − Σ_{i ≤ r_b} σ̃_i²`` with Ritz values
+        ``σ̃ ≤ σ``, so it is never optimistic.  ``singular_values`` then holds the leading
+        values only.
+    oversampling, n_iter, random_state
+        Options of the randomized method (ignored by ``'exact'``).
 
     Returns
     -------
@@ -201,15 +219,28 @@ def approximate(W: object, structure: Structure) -> Approximation:
     ranks = structure.block_ranks(shape)
     blocks = structure.blocks
 
+    if method not in ("exact", "randomized"):
+        raise ValueError(f"method={method!r} is not allowed; use one of exact, randomized")
+    _check_randomized_options(oversampling, n_iter)
+    rng = np.random.default_rng(random_state)
     scale = power_of_two_scale(W, xp)
     Ws = W / scale  # exact: a power of two
     half_scale = math.sqrt(scale)
 
     factors: list[tuple[Array, Array] | None] = [None] * len(blocks)
     sigmas: list[np.ndarray] = [np.empty(0)] * len(blocks)  # of the scaled matrix
-    for positions in block_groups(part, blocks).values():
+    complete = True
+    for (mb, nb), positions in block_groups(part, blocks).items():
         group = [blocks[k] for k in positions]
-        U, S, Vt = svd_stack(stack_blocks(Ws, part, group, xp), xp)
+        stack = stack_blocks(Ws, part, group, xp)
+        k_max = max(max(ranks[k] for k in positions), 1)
+        if method == "randomized" and k_max + oversampling < min(mb, nb):
+            U, S, Vt = randomized_svd_stack(
+                stack, k_max, xp, oversampling=oversampling, n_iter=n_iter, random_state=rng
+            )
+            complete = False
+        else:
+            U, S, Vt = svd_stack(stack, xp)
         S_host = to_numpy(S).astype(np.float64)
         root = xp.sqrt(S) * half_scale
         for g, k in enumerate(positions):
@@ -218,7 +249,12 @@ def approximate(W: object, structure: Structure) -> Approximation:
             factors[k] = (U[g, :, :r] * root[g, None, :r], root[g, :r, None] * Vt[g, :r, :])
 
     energies = block_energies(Ws, part, xp)
-    error = relative_error(sigmas, ranks, energies, blocks)
+    if complete:
+        error = relative_error(sigmas, ranks, energies, blocks)
+    else:  # leading values only: err² = ‖W‖² − Σ_b Σ_{i ≤ r_b} σ̃²
+        total = float(energies.sum())
+        kept = sum(float(np.dot(s[:r], s[:r])) for s, r in zip(sigmas, ranks))
+        error = math.sqrt(min(max(total - kept, 0.0) / total, 1.0)) if total else 0.0
     return Approximation(
         structure=structure,
         partition=part,

@@ -301,3 +301,25 @@ def test_bad_input(call, exc, match):
     W = np.random.default_rng(0).standard_normal((16, 16))
     with pytest.raises(exc, match=match):
         call(W)
+
+
+def test_randomized_approximate_close_to_exact_and_factors_consistent(backend):
+    rng = np.random.default_rng(8)
+    U, _ = np.linalg.qr(rng.standard_normal((60, 60)))
+    W = (U * 0.8 ** np.arange(60)) @ U.T + 1e-3 * rng.standard_normal((60, 60))
+    for s in (Global(5), BlockGrid(3, 3), DiagonalBlocks(2, [4, 2])):
+        exact = approximate(W, s)
+        rand = approximate(backend.asarray(W), s, method="randomized", random_state=0)
+        assert rand.n_params == exact.n_params
+        assert exact.error - 1e-12 <= rand.error <= exact.error + 1e-3
+        recon = backend.to_numpy(rand.reconstruct())
+        formed = float(np.linalg.norm(W - recon) / np.linalg.norm(W))
+        assert formed == pytest.approx(rand.error, abs=1e-6)
+
+
+def test_approximate_rejects_bad_method_and_options():
+    W = np.ones((6, 6))
+    with pytest.raises(ValueError, match="method='fast' is not allowed"):
+        approximate(W, Global(1), method="fast")
+    with pytest.raises(ValueError, match="n_iter=-1 is not allowed"):
+        approximate(W, Global(1), method="randomized", n_iter=-1)
