@@ -30,6 +30,7 @@ __all__ = [
     "Partition",
     "Structure",
     "configurations_at_budget",
+    "expand_grids",
     "paper_rule",
     "split_sizes",
 ]
@@ -458,7 +459,55 @@ class BlockGrid(Structure):
 
 # --- budget matching ---------------------------------------------------------------------------
 
-GridSpec = Literal["square", "all"] | Iterable[int | tuple[int, int]]
+GridSpec = Literal["square", "all", "pow2"] | Iterable[int | tuple[int, int]]
+
+
+def expand_grids(grids: GridSpec, shape: tuple[int, int], what: str = "grids") -> list[tuple[int, int]]:
+    """The ``(p, q)`` grids that a grid specification names for a matrix of ``shape``.
+
+    Parameters
+    ----------
+    grids : 'square', 'all', 'pow2' or iterable of K or (p, q)
+        ``K × K`` for every ``K <= min(m, n)``; every ``p × q``; ``p`` and ``q`` powers of two;
+        or the given grids (duplicates dropped, order kept).
+    shape : (int, int)
+        Matrix shape ``(m, n)``.
+    what : str
+        Argument name used in error messages.
+
+    Examples
+    --------
+    >>> expand_grids("pow2", (4, 2))
+    [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2)]
+    >>> expand_grids([2, (1, 3), 2], (6, 6))
+    [(2, 2), (1, 3)]
+    """
+    m, n = _check_shape(shape)
+    if isinstance(grids, str):
+        if grids == "all":
+            return [(p, q) for p in range(1, m + 1) for q in range(1, n + 1)]
+        if grids == "square":
+            return [(k, k) for k in range(1, min(m, n) + 1)]
+        if grids == "pow2":
+            def powers(limit: int) -> list[int]:
+                return [2**e for e in range(limit.bit_length())]
+
+            return [(p, q) for p in powers(m) for q in powers(n)]
+        raise ValueError(
+            f"{what}={grids!r} is not allowed; use 'all', 'square', 'pow2' or a list of grids"
+        )
+    out = []
+    for g in grids:
+        p, q = BlockGrid(g, 1).grid
+        if p > m or q > n:
+            raise ValueError(
+                f"{what} contains {g!r}, which does not fit a {m} × {n} matrix; "
+                f"grids up to {m} × {n} are allowed"
+            )
+        out.append((p, q))
+    if not out:
+        raise ValueError(f"{what} is empty; give at least one grid")
+    return list(dict.fromkeys(out))
 
 
 def _grid_candidates(
@@ -469,21 +518,7 @@ def _grid_candidates(
         return [(1, 1)]
     if family == "diagonal":
         return [(k, k) for k in range(1, min(m, n) + 1)]
-    if isinstance(grids, str):
-        if grids == "square":
-            return [(k, k) for k in range(1, min(m, n) + 1)]
-        if grids == "all":
-            return [(p, q) for p in range(1, m + 1) for q in range(1, n + 1)]
-        raise ValueError(f"grids={grids!r} is not allowed; use 'square', 'all' or a list of grids")
-    out = []
-    for g in grids:
-        p, q = BlockGrid(g, 1).grid
-        if p > m or q > n:
-            raise ValueError(
-                f"grid {g!r} does not fit a {m} × {n} matrix; at most {m} × {n} blocks allowed"
-            )
-        out.append((p, q))
-    return out
+    return expand_grids(grids, shape)
 
 
 def _rank_unit_cost(family: str, shape: tuple[int, int], grid: tuple[int, int]) -> int:
@@ -521,9 +556,9 @@ def configurations_at_budget(
         ``False``: parameter count exactly ``budget``; ``True``: at most ``budget``.
     families : iterable of {'global', 'diagonal', 'grid'}
         Structure families to list.
-    grids : 'square', 'all' or iterable of K or (p, q), default 'square'
-        Block grids searched for the ``'grid'`` family: ``K × K`` for every ``K``, every
-        ``p × q``, or the given ones.  Diagonal structures use every ``N <= min(m, n)``.
+    grids : 'square', 'all', 'pow2' or iterable of K or (p, q), default 'square'
+        Block grids searched for the ``'grid'`` family (see :func:`expand_grids`).  Diagonal
+        structures use every ``N <= min(m, n)``.
 
     Returns
     -------

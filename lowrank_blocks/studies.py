@@ -241,11 +241,11 @@ def _best_uniform_rows(
     For each family and grid the largest uniform rank within the budget is the only candidate
     worth computing (errors fall with rank); the best over grids is taken per matrix.
     """
-    from .structures import configurations_at_budget
-    from .surfaces import _default_grids, _grid_list
+    from .structures import configurations_at_budget, expand_grids
+    from .surfaces import _default_grids
 
     m, n = int(matrices.shape[1]), int(matrices.shape[2])
-    grid_list = _grid_list(_default_grids((m, n)) if grids is None else grids, (m, n), "grids")
+    grid_list = expand_grids(_default_grids((m, n)) if grids is None else grids, (m, n))
     rows: list[dict[str, Any]] = []
     for family in families:
         try:

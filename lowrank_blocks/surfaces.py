@@ -43,6 +43,7 @@ from .structures import (
     Partition,
     Structure,
     _as_int,
+    expand_grids,
 )
 
 __all__ = [
@@ -315,33 +316,6 @@ def allocate_ranks(spec: BlockSpectra, budget: int) -> tuple[int, ...]:
 # -- tables -------------------------------------------------------------------------------------
 
 
-def _grid_list(grids: Iterable[int | tuple[int, int]] | str, shape: tuple[int, int], what: str):
-    m, n = shape
-    if isinstance(grids, str):
-        if grids == "all":
-            return [(p, q) for p in range(1, m + 1) for q in range(1, n + 1)]
-        if grids == "square":
-            return [(k, k) for k in range(1, min(m, n) + 1)]
-        if grids == "pow2":
-            pw = lambda lim: [2**e for e in range(int(math.log2(lim)) + 1)]  # noqa: E731
-            return [(p, q) for p in pw(m) for q in pw(n)]
-        raise ValueError(
-            f"{what}={grids!r} is not allowed; use 'all', 'square', 'pow2' or a list of grids"
-        )
-    out = []
-    for g in grids:
-        p, q = BlockGrid(g, 1).grid
-        if p > m or q > n:
-            raise ValueError(
-                f"{what} contains {g!r}, which does not fit a {m} × {n} matrix; "
-                f"grids up to {m} × {n} are allowed"
-            )
-        out.append((p, q))
-    if not out:
-        raise ValueError(f"{what} is empty; give at least one grid")
-    return list(dict.fromkeys(out))
-
-
 def _grid_label(family: str, grid: tuple[int, int]) -> str:
     if family == "global":
         return "1×1"
@@ -372,12 +346,12 @@ def _specs(
         if fam == "global":
             jobs.append((fam, (1, 1)))
         elif fam == "diagonal":
-            for g in _grid_list(diagonal, shape, "diagonal"):
+            for g in expand_grids(diagonal, shape, "diagonal"):
                 if g[0] != g[1]:
                     raise ValueError(f"diagonal contains {g!r}; diagonal structures need N × N")
                 jobs.append((fam, g))
         else:
-            jobs.extend((fam, g) for g in _grid_list(grids, shape, "grids"))
+            jobs.extend((fam, g) for g in expand_grids(grids, shape, "grids"))
     rng = np.random.default_rng(random_state)
     out = []
     for fam, g in tqdm(jobs, disable=None if progress else True, desc="block spectra", leave=False):
@@ -739,7 +713,8 @@ def best_approximation(
     if grids is None:
         grids = "all" if shape[0] * shape[1] <= 64 * 64 else "pow2"
     if diagonal is None:
-        diagonal = "square" if min(shape) <= 64 else [2**e for e in range(int(math.log2(min(shape))) + 1)]
+        small = min(shape) <= 64
+        diagonal = "square" if small else [2**e for e in range(min(shape).bit_length())]
     allocs = _check_allocations(allocation)
     frame = error_vs_budget(
         Wm, [budget], families=families, grids=grids, diagonal=diagonal, allocation=allocs,
