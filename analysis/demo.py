@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 import best_structure  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import table1  # noqa: E402
 
 from lowrank_blocks import (  # noqa: E402

@@ -236,7 +236,7 @@ class Structure:
         rank = self.rank if isinstance(self.rank, int) else list(self.rank)
         if self.family == "global":
             return f"Global(rank={rank!r})"
-        return f"{self._name()}(n_blocks={getattr(self, 'n_blocks')!r}, rank={rank!r})"
+        return f"{self._name()}(n_blocks={self.n_blocks!r}, rank={rank!r})"
 
     # -- shape-dependent views ------------------------------------------------------------------
     def partition(self, shape: tuple[int, int]) -> Partition:

@@ -9,7 +9,7 @@ with bootstrap confidence intervals (:func:`scipy.stats.bootstrap`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .linalg import as_matrix, block_groups, stack_blocks, svdvals_stack, to_numpy
-from .structures import FAMILIES, Partition, Structure, _as_int
+from .structures import FAMILIES, Structure, _as_int
 
 __all__ = ["Study", "compare_many", "stack_errors"]
 

@@ -14,7 +14,6 @@ greedy scan by ``σ² / cost`` used here is checked against exhaustive search in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal

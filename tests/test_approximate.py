@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import block_svd_reference
 
 from lowrank_blocks import BlockGrid, DiagonalBlocks, Global, Partition, approximate
-from reference import block_svd_reference
 
 STRUCTURES = [
     Global(3),

@@ -20,12 +20,12 @@ from analysis.fig2.mlp import (
 )
 from analysis.fig2.sweep import (
     Settings,
+    _select_lr,
+    _select_per_budget,
     bridge_table,
     check_claims,
     min_block_side,
     paper_configurations,
-    _select_lr,
-    _select_per_budget,
 )
 from lowrank_blocks import BlockGrid, DiagonalBlocks, Global
 

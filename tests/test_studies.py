@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import block_svd_reference
 
 from lowrank_blocks import BlockGrid, DiagonalBlocks, Global, compare_many, error_vs_budget
 from lowrank_blocks.studies import stack_errors
-from reference import block_svd_reference
 
 STRUCTURES = [Global(2), DiagonalBlocks(2, 2), BlockGrid(2, 1), BlockGrid((3, 2), 1)]
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import block_svd_reference, exhaustive_allocation
 
 from lowrank_blocks import (
     BlockGrid,
@@ -26,7 +27,6 @@ from lowrank_blocks import (
 )
 from lowrank_blocks._kernels import greedy_fill, greedy_fill_numpy
 from lowrank_blocks.linalg import randomized_svd_stack
-from reference import block_svd_reference, exhaustive_allocation
 
 RNG = np.random.default_rng(11)
 W_RAGGED = RNG.standard_normal((13, 17))

