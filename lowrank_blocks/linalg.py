@@ -163,11 +163,21 @@ def svd_stack(stack: Array, xp: Any) -> tuple[Array, Array, Array]:
     return U, S, Vt
 
 
+_THREADING_MIN_WORK = 1 << 22  # ~ m n min(m, n) summed over the stack; below: one call
+
+
 def _numpy_workers(stack: Array) -> int:
-    """Threads worth using for a NumPy stack: one per core, at most one per matrix."""
+    """Threads worth using for a NumPy stack: one per core, at most one per matrix.
+
+    Small stacks (the 7 × 7 blocks of an MNIST digit) stay in one call: starting threads and
+    limiting BLAS would cost more than the decompositions.
+    """
     if not isinstance(stack, np.ndarray) or stack.ndim < 3:
         return 1
     n = int(np.prod(stack.shape[:-2]))
+    m_b, n_b = stack.shape[-2:]
+    if n < 2 or n * m_b * n_b * min(m_b, n_b) < _THREADING_MIN_WORK:
+        return 1
     return max(1, min(os.cpu_count() or 1, n))
 
 

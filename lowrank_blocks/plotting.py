@@ -410,8 +410,10 @@ def plot_error_vs_budget(
                             rtol=0, atol=1e-12)
         ):
             s = series["uniform"]
+            # steps-post: the best error within a budget holds until the next budget listed
             ax.plot(s["budget"], s["error"], color=color, marker=marker, linestyle="-",
-                    markersize=5.5, linewidth=1.8, label=f"{method}, uniform = optimal")
+                    drawstyle="steps-post", markersize=5.5, linewidth=1.8,
+                    label=f"{method}, uniform = optimal")
             continue
         for k, a in enumerate(allocs):
             s = series[a]
@@ -419,7 +421,7 @@ def plot_error_vs_budget(
             filled = a == "uniform"
             ax.plot(
                 s["budget"], s["error"], color=color, marker=marker, linestyle=ls,
-                markersize=5.5, linewidth=1.8,
+                drawstyle="steps-post", markersize=5.5, linewidth=1.8,
                 markerfacecolor=color if filled else "white", markeredgewidth=1.2,
                 label=f"{method}, {_ALLOCATION_LABEL.get(a, a)}",
             )
