@@ -1,0 +1,7 @@
+"""``python -m lowrank_blocks``: the ``lowrank-blocks`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
