@@ -167,19 +167,14 @@ def test_best_approximation_factors_have_reported_count_and_error():
     assert best.budget == 80
 
 
+@pytest.mark.mnist
 def test_best_approximation_on_table1_digit_beats_the_paper():
-    pytest.importorskip("scipy")
-    from reference import block_svd_reference as ref_fn
+    from lowrank_blocks.datasets import table1_digit
 
-    try:
-        from lowrank_blocks.datasets import table1_digit
-
-        W = table1_digit()
-    except FileNotFoundError:
-        pytest.skip("MNIST data not installed")
+    W = table1_digit()
     best = best_approximation(W, 224)
     s = best.structure
-    _, ref = ref_fn(W, s.grid, s.blocks, s.block_ranks(W.shape))
+    _, ref = block_svd_reference(W, s.grid, s.blocks, s.block_ranks(W.shape))
     assert best.n_params <= 224
     assert ref <= 0.09  # the paper's best at 224 parameters is 0.2119
     assert best.error == pytest.approx(ref, rel=1e-10)
