@@ -47,10 +47,38 @@ from lowrank_blocks.plotting import (  # noqa: E402
 BUDGET = 224
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+def _save(fig, path: Path, dpi: int) -> Path:
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def draw_figures(out: Path, *, dpi: int = 150, tables: bool = True) -> list[Path]:
+    """Fig. 1, the error-vs-budget curve, the surfaces and the block map of the Table I digit.
+
+    Also used by ``docs/_scripts/make_images.py`` (with ``tables=False``) for the docs.
+    """
+    W = table1_digit()
+    approximations = [approximate(W, s) for s in TABLE1_CONFIGURATIONS]
+    approximations.append(best_approximation(W, BUDGET))
+    written = [_save(plot_reconstructions(W, approximations), out / "fig1.png", dpi)]
+
+    dense = W.shape[0] * W.shape[1]
+    curve = error_vs_budget(W, range(56, dense + 1, 28), grids=[2, 4, 7, 14], diagonal=[2, 4, 7, 14])
+    ax = plot_error_vs_budget(curve, dense_params=dense)
+    written.append(_save(ax.figure, out / "curve.png", dpi))
+
+    surface = error_surface(W, grids=[1, 2, 4, 7, 14], diagonal=[1, 2, 4, 7, 14])
+    for family in ("grid", "diagonal"):
+        ax = plot_error_surface(surface, structure=family, budgets=[BUDGET, 2 * BUDGET])
+        written.append(_save(ax.figure, out / f"surface_{family}.png", dpi))
+
+    written.append(_save(plot_block_map(W, BlockGrid(4, 1)), out / "block_map.png", dpi))
+    if tables:
+        curve.to_csv(out / "curve.csv", index=False)
+        surface.to_csv(out / "surface.csv", index=False)
+        written += [out / "curve.csv", out / "surface.csv"]
+    return written
 
 
 def main() -> None:
@@ -63,26 +91,7 @@ def main() -> None:
     written = table1.run(out)
     print()
     written += best_structure.run(out)
-
-    W = table1_digit()
-    approximations = [approximate(W, s) for s in TABLE1_CONFIGURATIONS]
-    approximations.append(best_approximation(W, BUDGET))
-    written.append(_save(plot_reconstructions(W, approximations), out / "fig1.png"))
-
-    dense = W.shape[0] * W.shape[1]
-    curve = error_vs_budget(W, range(56, dense + 1, 28), grids=[2, 4, 7, 14], diagonal=[2, 4, 7, 14])
-    curve.to_csv(out / "curve.csv", index=False)
-    ax = plot_error_vs_budget(curve, dense_params=dense)
-    written += [out / "curve.csv", _save(ax.figure, out / "curve.png")]
-
-    surface = error_surface(W, grids=[1, 2, 4, 7, 14], diagonal=[1, 2, 4, 7, 14])
-    surface.to_csv(out / "surface.csv", index=False)
-    written.append(out / "surface.csv")
-    for family in ("grid", "diagonal"):
-        ax = plot_error_surface(surface, structure=family, budgets=[BUDGET, 2 * BUDGET])
-        written.append(_save(ax.figure, out / f"surface_{family}.png"))
-
-    written.append(_save(plot_block_map(W, BlockGrid(4, 1)), out / "block_map.png"))
+    written += draw_figures(out)
     print(f"\nmake demo wrote {len(written)} files in {out}/ in {time.perf_counter() - t0:.1f} s:")
     for path in written:
         print(f"  {path}")
