@@ -14,16 +14,6 @@ Examples
 """
 
 from .approximate import Approximation, approximate
-from .studies import Study, compare_many
-from .surfaces import (
-    BlockSpectra,
-    SearchResult,
-    allocate_ranks,
-    best_approximation,
-    block_spectra,
-    error_surface,
-    error_vs_budget,
-)
 from .structures import (
     BlockGrid,
     DiagonalBlocks,
@@ -34,6 +24,16 @@ from .structures import (
     configurations_at_budget,
     paper_rule,
     split_sizes,
+)
+from .studies import Study, compare_many
+from .surfaces import (
+    BlockSpectra,
+    SearchResult,
+    allocate_ranks,
+    best_approximation,
+    block_spectra,
+    error_surface,
+    error_vs_budget,
 )
 
 __all__ = [

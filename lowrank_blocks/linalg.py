@@ -107,7 +107,9 @@ def power_of_two_scale(W: Array, xp: Any) -> float:
     amax = float(xp.max(xp.abs(W)))
     if amax == 0.0:
         return 1.0
-    return math.ldexp(1.0, math.frexp(amax)[1])
+    # frexp gives amax < 2**e; dividing by 2**(e - 1) puts the maximum in [1, 2) and never
+    # forms 2**1024 (or 2**128 in float32), which would overflow.
+    return math.ldexp(1.0, math.frexp(amax)[1] - 1)
 
 
 def block_groups(

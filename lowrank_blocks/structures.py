@@ -598,6 +598,8 @@ BlockGrid(n_blocks=4, rank=1)]
                     nearest.add(below)
                 if budget // cost + 1 <= max_rank:
                     nearest.add(above)
+                if budget // cost > max_rank >= 1:  # above this grid's largest configuration
+                    nearest.add(max_rank * cost)
             for r in ranks:
                 if 1 <= r <= max_rank:
                     found.append(_make(fam, grid, r))

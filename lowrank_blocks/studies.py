@@ -37,8 +37,8 @@ class Study:
         (matrices where it has the strictly smallest error), ``win_rate``, ``ties``.
     paired : pandas.DataFrame
         One row per pair ``(a, b)``: mean and median of ``error_a − error_b``, its bootstrap
-        confidence interval (``ci_low``, ``ci_high``), and ``a_better`` (share of matrices
-        where ``a`` has the smaller error).
+        confidence interval (``ci_low``, ``ci_high``), ``a_better`` (share of matrices where
+        ``a`` has the smaller error) and ``n_matrices`` (matrices that have both).
     """
 
     per_matrix: pd.DataFrame
@@ -84,7 +84,8 @@ def stack_errors(matrices: Any, structure: Structure) -> np.ndarray:
     X, xp = as_matrix(xp_reshape(matrices, (n_mat * m, n)), name="matrices")
     X = xp.reshape(X, (n_mat, m, n))
     amax = to_numpy(xp.max(xp.abs(xp.reshape(X, (n_mat, m * n))), axis=1)).astype(np.float64)
-    scale = np.where(amax > 0, np.ldexp(1.0, np.frexp(np.where(amax > 0, amax, 1.0))[1]), 1.0)
+    # As linalg.power_of_two_scale, per matrix: maximum in [1, 2), no overflow.
+    scale = np.where(amax > 0, np.ldexp(1.0, np.frexp(np.where(amax > 0, amax, 1.0))[1] - 1), 1.0)
     X = X / xp.asarray(scale[:, None, None], dtype=X.dtype, device=array_api_compat.device(X))
     part = structure.partition((m, n))
     ranks = np.array(structure.block_ranks((m, n)))
@@ -117,6 +118,8 @@ def xp_reshape(x: Any, shape: tuple[int, ...]) -> Any:
 
 
 def _label(structure: Structure) -> str:
+    if not structure.is_uniform:  # the label says only "per-block": keep the ranks apart
+        return f"{structure.paper_name}: {structure!r}"
     return f"{structure.paper_name}: {structure.label}"
 
 
@@ -127,6 +130,7 @@ def compare_many(
     structures: Sequence[Structure] | None = None,
     families: Sequence[str] = FAMILIES,
     grids: Any = None,
+    diagonal: Any = None,
     allocation: str = "uniform",
     method: str = "exact",
     n_boot: int = 2000,
@@ -151,7 +155,7 @@ def compare_many(
         Parameter budget.  With ``structures`` it is checked against their counts.
     structures : sequence of Structure, optional
         Fixed configurations to compare.
-    families, grids, allocation, method
+    families, grids, diagonal, allocation, method
         Passed to :func:`~lowrank_blocks.error_vs_budget` in the budget mode.
     n_boot : int, default 2000
         Bootstrap resamples for the confidence intervals of paired differences.
@@ -193,8 +197,10 @@ def compare_many(
         for s in structures:
             if not isinstance(s, Structure):
                 raise TypeError(f"structures contains {s!r}, which is not a Structure")
+        if len(set(structures)) != len(structures):
+            raise ValueError("structures contains the same structure twice; give each once")
     if structures is None and is_stack and allocation == "uniform" and method == "exact":
-        rows = _best_uniform_rows(matrices, budget, families, grids)  # type: ignore[arg-type]
+        rows = _best_uniform_rows(matrices, budget, families, grids, diagonal)  # type: ignore[arg-type]
     elif structures is not None and is_stack:
         m, n = int(matrices.shape[1]), int(matrices.shape[2])
         for s in structures:
@@ -222,6 +228,7 @@ def compare_many(
                                  "error": approximate(W, s).error})
             else:
                 curve = error_vs_budget(W, [budget], families=families, grids=grids,
+                                        diagonal=diagonal,
                                         allocation=allocation, method=method)
                 for r in curve.itertuples():
                     rows.append({"matrix": k, "config": f"{r.method}: best {r.allocation}",
@@ -234,7 +241,7 @@ def compare_many(
 
 
 def _best_uniform_rows(
-    matrices: Any, budget: int, families: Sequence[str], grids: Any
+    matrices: Any, budget: int, families: Sequence[str], grids: Any, diagonal: Any
 ) -> list[dict[str, Any]]:
     """Budget mode on a stack, batched: every candidate's errors for all matrices at once.
 
@@ -245,7 +252,9 @@ def _best_uniform_rows(
     from .surfaces import _default_grids
 
     m, n = int(matrices.shape[1]), int(matrices.shape[2])
-    grid_list = expand_grids(_default_grids((m, n)) if grids is None else grids, (m, n))
+    default = _default_grids((m, n))
+    grid_list = expand_grids(default if grids is None else grids, (m, n))
+    diag_list = expand_grids(default if diagonal is None else diagonal, (m, n), "diagonal")
     rows: list[dict[str, Any]] = []
     for family in families:
         try:
@@ -254,12 +263,14 @@ def _best_uniform_rows(
             )
         except ValueError:  # the budget is below every configuration of this family
             continue
-        if family == "diagonal":
-            listed = [c for c in listed if c.grid in grid_list]
+        if family == "diagonal":  # same diagonal block counts as error_vs_budget
+            listed = [c for c in listed if c.grid in diag_list]
         top: dict[tuple[int, int], Structure] = {}
         for c in listed:  # ranks ascend within a grid: keep the last (largest)
             top[c.grid] = c
         candidates = list(top.values())
+        if not candidates:
+            continue
         errs = np.stack([stack_errors(matrices, c) for c in candidates])  # (n_candidates, N)
         pick = np.argmin(errs, axis=0)
         for k in range(errs.shape[1]):
@@ -303,8 +314,10 @@ def _summarise(
     configs = list(dict.fromkeys(per_matrix["config"]))
     wide = wide[configs]
     values = wide.to_numpy()
-    best = values.min(axis=1, keepdims=True)
-    is_best = values <= best
+    # A configuration may not fit every matrix (mixed shapes in budget mode): it is missing
+    # (NaN) there, and wins, means and pairs only count the matrices it has.
+    best = np.nanmin(values, axis=1, keepdims=True)
+    is_best = values <= best  # False where missing
     unique_best = is_best.sum(axis=1) == 1
     summary = pd.DataFrame(
         {
@@ -317,11 +330,13 @@ def _summarise(
         },
         index=pd.Index(configs, name="config"),
     )
-    summary["win_rate"] = summary["wins"] / len(wide)
+    summary["win_rate"] = summary["wins"] / summary["n_matrices"]
     rng = np.random.default_rng(random_state)
     pairs = []
     for a, b in itertools.combinations(configs, 2):
-        diff = (wide[a] - wide[b]).to_numpy()
+        diff = (wide[a] - wide[b]).dropna().to_numpy()  # matrices that have both
+        if len(diff) == 0:
+            continue
         if len(diff) > 1 and np.ptp(diff) > 0:
             res = bootstrap((diff,), np.mean, n_resamples=n_boot, confidence_level=confidence,
                             method="percentile", random_state=rng, vectorized=True)
@@ -330,7 +345,7 @@ def _summarise(
             low = high = float(diff.mean())
         pairs.append({"a": a, "b": b, "mean_diff": float(diff.mean()),
                       "median_diff": float(np.median(diff)), "ci_low": low, "ci_high": high,
-                      "a_better": float(np.mean(diff < 0))})
+                      "a_better": float(np.mean(diff < 0)), "n_matrices": len(diff)})
     paired = pd.DataFrame(pairs, columns=["a", "b", "mean_diff", "median_diff", "ci_low",
-                                          "ci_high", "a_better"])
+                                          "ci_high", "a_better", "n_matrices"])
     return Study(per_matrix, summary, paired, budget, confidence)

@@ -37,11 +37,10 @@ from .linalg import (
 from .structures import (
     FAMILIES,
     BlockGrid,
-    DiagonalBlocks,
-    Global,
     Partition,
-    Structure,
     _as_int,
+    _make,
+    _rank_unit_cost,
     expand_grids,
 )
 
@@ -159,14 +158,6 @@ def _relative(err_sq: np.ndarray, total: float) -> np.ndarray:
     return np.sqrt(np.clip(np.asarray(err_sq, dtype=np.float64) / total, 0.0, 1.0))
 
 
-def _family_structure(family: str, grid: tuple[int, int]) -> Structure:
-    if family == "global":
-        return Global(1)
-    if family == "diagonal":
-        return DiagonalBlocks(grid[0], 1)
-    return BlockGrid(grid, 1)
-
-
 def _check_method(method: object) -> str:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not allowed; use one of {', '.join(METHODS)}")
@@ -223,7 +214,7 @@ def block_spectra(
         Ws, xp = _prepared
     shape = (int(Ws.shape[0]), int(Ws.shape[1]))
     g = (1, 1) if family == "global" else BlockGrid(grid, 1).grid
-    structure = _family_structure(family, g)
+    structure = _make(family, g, 1)
     part = structure.partition(shape)
     blocks = structure.blocks
     sizes = np.array([part.block_shape(i, j) for i, j in blocks], dtype=np.int64)
@@ -275,10 +266,8 @@ def block_spectra(
 # -- rank allocation ----------------------------------------------------------------------------
 
 
-def _allocation_errors(
-    spec: BlockSpectra, budgets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy/optimal allocation for every budget: ``(n_params used, relative error)``."""
+def _greedy_errors(spec: BlockSpectra, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy fill by ``σ² / cost`` for every budget: ``(n_params used, relative error)``."""
     _, costs, gains = spec.items()
     used, taken, left = greedy_fill(costs, gains, budgets)
     if spec.complete:
@@ -288,11 +277,30 @@ def _allocation_errors(
     return used, _relative(err_sq, spec.total)
 
 
+def _optimal_allocation(
+    spec: BlockSpectra, budgets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-block allocation for every budget: ``(n_params, error, uniform_rank or 0)``.
+
+    The greedy fill, or the uniform allocation where that is better: on ragged grids the
+    greedy scan can strand parameters that one more uniform rank would use, and a per-block
+    allocation must never lose to the uniform one it contains.
+    """
+    used, errors = _greedy_errors(spec, budgets)
+    uniform = spec.uniform_errors()
+    r = np.minimum(budgets // spec.uniform_unit_cost, len(uniform))
+    u_err = np.where(r >= 1, uniform[np.maximum(r, 1) - 1], np.inf)
+    pick = u_err < errors - 1e-15 * np.maximum(errors, 1.0)
+    pick |= (used == 0) & (r >= 1)  # nothing worth taking (zero blocks): any uniform rank
+    r = np.where(pick, r, 0)
+    return (np.where(pick, r * spec.uniform_unit_cost, used), np.where(pick, u_err, errors), r)
+
+
 def allocate_ranks(spec: BlockSpectra, budget: int) -> tuple[int, ...]:
     """Per-block ranks with at most ``budget`` parameters that minimise the error.
 
     Exactly optimal when all blocks cost the same (take the largest ``σ²`` over all blocks);
-    greedy by ``σ² / (m_b + n_b)`` otherwise.
+    otherwise the better of the greedy fill by ``σ² / (m_b + n_b)`` and the uniform allocation.
 
     Examples
     --------
@@ -302,6 +310,9 @@ def allocate_ranks(spec: BlockSpectra, budget: int) -> tuple[int, ...]:
     (2, 0, 0, 0)
     """
     budget = _as_int(budget, "budget", minimum=0)
+    _, _, uniform_rank = _optimal_allocation(spec, np.array([budget], dtype=np.int64))
+    if uniform_rank[0]:
+        return (int(uniform_rank[0]),) * len(spec.blocks)
     block_idx, costs, _ = spec.items()
     ranks = np.zeros(len(spec.blocks), dtype=np.int64)
     remaining = budget
@@ -367,13 +378,8 @@ def _specs(
     return out
 
 
-def _uniform_unit_cost(family: str, grid: tuple[int, int], shape: tuple[int, int]) -> int:
-    m, n = shape
-    return m + n if family in ("global", "diagonal") else grid[1] * m + grid[0] * n
-
-
 def _default_grids(shape: tuple[int, int]) -> list[int]:
-    return [k for k in DEFAULT_GRIDS if k <= min(shape)]
+    return [k for k in DEFAULT_GRIDS if k <= min(shape)] or [1]  # a 1 × n matrix: K = 1 only
 
 
 def error_surface(
@@ -444,7 +450,7 @@ def error_surface(
     diagonal = _default_grids(shape) if diagonal is None else diagonal
 
     def rank_for(fam: str, g: tuple[int, int], shp: tuple[int, int]) -> int:
-        return int(max_params // _uniform_unit_cost(fam, g, shp))  # type: ignore[operator]
+        return int(max_params // _rank_unit_cost(fam, shp, g))  # type: ignore[operator]
 
     specs = _specs(W, families, grids, diagonal, method, rank_for, oversampling, n_iter,
                    random_state, progress)
@@ -459,7 +465,7 @@ def error_surface(
             pd.DataFrame(
                 {
                     "structure": spec.family,
-                    "method": _family_structure(spec.family, (p, q)).paper_name,
+                    "method": _make(spec.family, (p, q), 1).paper_name,
                     "grid": _grid_label(spec.family, (p, q)),
                     "p": p,
                     "q": q,
@@ -511,7 +517,7 @@ def _curve_rows(
         p, q = spec.partition.grid
         base = {
             "structure": spec.family,
-            "method": _family_structure(spec.family, (p, q)).paper_name,
+            "method": _make(spec.family, (p, q), 1).paper_name,
             "grid": _grid_label(spec.family, (p, q)),
             "p": p,
             "q": q,
@@ -529,8 +535,8 @@ def _curve_rows(
         if "optimal" in allocs:
             overhead = len(spec.blocks) if len(spec.blocks) > 1 else 0
             usable = budgets - overhead if count_rank_overhead else budgets
-            used, errors = _allocation_errors(spec, np.maximum(usable, 0))
-            ok = used >= 1
+            used, errors, _ = _optimal_allocation(spec, np.maximum(usable, 0))
+            ok = usable >= int(spec.costs.min())
             rows.append(pd.DataFrame({
                 **base, "allocation": "optimal", "budget": budgets[ok],
                 "rank": pd.NA, "n_params": used[ok], "error": errors[ok],
@@ -621,7 +627,7 @@ def error_vs_budget(
     def rank_for(fam: str, g: tuple[int, int], shp: tuple[int, int]) -> int:
         m, n = shp
         block_cost = m // g[0] + n // g[1]  # the cheapest block
-        cap = top // block_cost if "optimal" in allocs else top // _uniform_unit_cost(fam, g, shp)
+        cap = top // block_cost if "optimal" in allocs else top // _rank_unit_cost(fam, shp, g)
         return int(cap)
 
     specs = _specs(W, families, grids, diagonal, method, rank_for, oversampling, n_iter,
@@ -724,11 +730,15 @@ def best_approximation(
     best = frame.loc[frame["error"].idxmin()]
     family, p, q = best["structure"], int(best["p"]), int(best["q"])
     if best["allocation"] == "uniform":
-        structure = _family_structure(family, (p, q)).with_rank(int(best["rank"]))
+        structure = _make(family, (p, q), 1).with_rank(int(best["rank"]))
     else:
-        spec = block_spectra(Wm, family, (p, q), method="exact")
+        spec = block_spectra(
+            Wm, family, (p, q), method=method, max_rank=max(1, budget // int(min(shape))),
+            oversampling=oversampling, n_iter=n_iter, random_state=random_state,
+        )
         usable = budget - int(best["rank_overhead"]) if count_rank_overhead else budget
-        structure = _family_structure(family, (p, q)).with_rank(allocate_ranks(spec, usable))
-    approx = approximate(Wm, structure)
+        structure = _make(family, (p, q), 1).with_rank(allocate_ranks(spec, usable))
+    approx = approximate(Wm, structure, method=method, oversampling=oversampling,
+                         n_iter=n_iter, random_state=random_state)
     fields = {f: getattr(approx, f) for f in Approximation.__dataclass_fields__}
     return SearchResult(**fields, budget=budget, search=frame)

@@ -147,3 +147,8 @@ def test_budget_that_no_configuration_meets():
         configurations_at_budget((28, 28), 224, families=["lora"])
     with pytest.raises(ValueError, match=r"grids='squares' is not allowed"):
         configurations_at_budget((28, 28), 224, grids="squares")
+
+
+def test_budget_above_every_configuration_names_the_largest():
+    with pytest.raises(ValueError, match=r"exactly budget=1000 .* nearest exact budgets: 32 \(or"):
+        configurations_at_budget((4, 4), 1000)

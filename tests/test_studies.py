@@ -104,3 +104,41 @@ def test_budget_mode_batched_stack_equals_per_matrix_search():
     np.testing.assert_allclose(a["error"], b["error"], rtol=1e-10)
     assert (a["n_params"] == b["n_params"]).all()
     assert (a["grid"] == b["grid"]).all()
+
+
+def test_configurations_missing_for_some_matrices_do_not_distort_the_summary():
+    rng = np.random.default_rng(5)
+    mats = [rng.standard_normal((8, 8)) for _ in range(5)] + [rng.standard_normal((2, 60)) for _ in range(5)]
+    study = compare_many(mats, 90, progress=False)
+    errors = study.errors()
+    present = errors.notna()
+    for config in errors.columns:
+        col = errors[config]
+        assert study.summary.loc[config, "n_matrices"] == present[config].sum()
+        assert study.summary.loc[config, "mean"] == pytest.approx(col.mean())
+        # wins: strict minimum among the configurations present for that matrix
+        best = errors.min(axis=1)
+        unique = (errors.le(best, axis=0)).sum(axis=1) == 1
+        wins = int((col.le(best) & unique).sum())
+        assert study.summary.loc[config, "wins"] == wins
+    assert not study.paired[["mean_diff", "ci_low", "ci_high"]].isna().any().any()
+
+
+def test_stack_and_list_agree_with_explicit_grids_and_diagonals():
+    rng = np.random.default_rng(6)
+    X = np.zeros((6, 8, 8))
+    for k in range(4):
+        X[:, 2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = rng.standard_normal((6, 2, 1)) @ rng.standard_normal((6, 1, 2))
+    for kwargs in ({"grids": [2]}, {"grids": [(1, 2)], "diagonal": [4]}):
+        a = compare_many(X, 16, progress=False, **kwargs).summary["mean"]
+        b = compare_many(list(X), 16, progress=False, **kwargs).summary["mean"]
+        np.testing.assert_allclose(a.to_numpy(), b.loc[a.index].to_numpy(), atol=1e-12)
+
+
+def test_per_block_structures_get_distinct_labels_and_duplicates_are_refused():
+    X = np.random.default_rng(7).standard_normal((4, 8, 8))
+    study = compare_many(X, structures=[BlockGrid(2, [1, 0, 0, 1]), BlockGrid(2, [0, 1, 1, 0])],
+                         progress=False)
+    assert len(study.summary) == 2
+    with pytest.raises(ValueError, match="same structure twice"):
+        compare_many(X, structures=[Global(1), Global(1)], progress=False)

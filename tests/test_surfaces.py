@@ -318,3 +318,45 @@ def test_approximate_rejects_bad_method_and_options():
         approximate(W, Global(1), method="fast")
     with pytest.raises(ValueError, match="n_iter=-1 is not allowed"):
         approximate(W, Global(1), method="randomized", n_iter=-1)
+
+
+def test_optimal_allocation_never_loses_to_uniform_on_ragged_grids():
+    # Found by review: greedy (2, 0, 1, 0) at 17 params gave 0.4503 where uniform rank 1 at
+    # exactly 20 params gives 0.3970.
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((5, 5)) * rng.random((5, 5)) ** 3
+    curve = error_vs_budget(W, [20], families=["grid"], grids=[2], best_only=False)
+    by = curve.set_index("allocation")["error"]
+    assert by["optimal"] <= by["uniform"] + 1e-15
+    spec = block_spectra(W, "grid", 2)
+    s = BlockGrid(2, allocate_ranks(spec, 20))
+    assert approximate(W, s).error == pytest.approx(by["optimal"], rel=1e-12)
+    for seed in range(40):
+        W = np.random.default_rng(seed).standard_normal((9, 7)) ** 3
+        c = error_vs_budget(W, list(range(16, 64, 3)), families=["grid"], grids=[(2, 2), (3, 2)],
+                            best_only=False)
+        w = c.pivot_table(index=["grid", "budget"], columns="allocation", values="error").dropna()
+        assert (w["optimal"] <= w["uniform"] + 1e-12).all()
+
+
+@pytest.mark.parametrize("dtype,big", [(np.float64, 1.5e308), (np.float32, 3e38)])
+def test_largest_finite_magnitudes_do_not_overflow(dtype, big):
+    W = np.array([[big, 1.0], [2.0, big]], dtype=dtype)
+    a = approximate(W, Global(1))
+    assert a.error == pytest.approx(np.sqrt(0.5), rel=1e-6)
+    assert np.isfinite(a.reconstruct()).all()
+    from lowrank_blocks.studies import stack_errors
+
+    assert stack_errors(W[None], Global(1))[0] == pytest.approx(np.sqrt(0.5), rel=1e-6)
+
+
+def test_row_and_column_vectors_get_surfaces_and_curves():
+    v = np.arange(1.0, 6.0)[None, :]
+    assert error_vs_budget(v, [6])["error"].max() == pytest.approx(0.0, abs=1e-12)
+    assert len(error_surface(v.T)) > 0
+
+
+def test_zero_matrix_optimal_allocation():
+    curve = error_vs_budget(np.zeros((4, 4)), [100], allocation="optimal")
+    assert (curve["error"] == 0).all()
+    assert best_approximation(np.zeros((4, 4)), 100, allocation="optimal").error == 0.0
