@@ -9,7 +9,8 @@ Rank allocation: every rank-one term of block ``b`` costs ``m_b + n_b`` paramete
 ``σ_{b,i}²`` of squared error; within a block the gains decrease.  When all blocks cost the same
 (equal-sized blocks), keeping the largest ``σ²`` over all blocks is exactly optimal.  With unequal
 costs (ragged partitions) the problem is a multiple-choice knapsack with concave gains; the
-greedy scan by ``σ² / cost`` used here is checked against exhaustive search in the tests.
+better of the greedy scan by ``σ² / cost`` and the uniform allocation is used, checked against
+exhaustive search in the tests.
 """
 
 from __future__ import annotations
@@ -580,7 +581,8 @@ def error_vs_budget(
     allocation : 'uniform', 'optimal' or both
         ``'uniform'``: one rank for every block, the largest that fits (the paper's setting).
         ``'optimal'``: per-block ranks chosen to minimise the error within the budget (exact
-        for equal-sized blocks, greedy for ragged ones).
+        for equal-sized blocks; for ragged ones the better of a greedy fill and the uniform
+        allocation).
     method : {'exact', 'randomized'}
         How the singular values are computed (see :func:`block_spectra`).
     best_only : bool, default True
