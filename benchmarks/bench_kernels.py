@@ -13,25 +13,17 @@ Timings are medians of repeated runs (the first numba call, which compiles, is e
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_surfaces import median_time  # noqa: E402
 
 from lowrank_blocks import _kernels, block_spectra  # noqa: E402
-
-
-def median_time(fn, repeat: int = 7) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def numpy_assembly(sq: np.ndarray, rmax: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from lowrank_blocks.structures import Partition  # noqa: E402
 GRIDS = [1, 2, 4, 8, 16]
 
 
-def median_time(fn, repeat: int) -> float:
+def median_time(fn, repeat: int = 7) -> float:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

@@ -134,14 +134,12 @@ class BlockSpectra:
             err_sq = self.energies.sum() - np.cumsum(col)[:rmax] + self.outside
         return _relative(err_sq, total)
 
-    def items(self, rank_caps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    def items(self) -> tuple[np.ndarray, ...]:
         """Rank-one items ``(block, cost, gain)`` sorted by gain per parameter, best first.
 
         Items with zero gain (zero singular values) are left out.
         """
         lengths = np.minimum(self.known, self.max_ranks)
-        if rank_caps is not None:
-            lengths = np.minimum(lengths, rank_caps)
         block_idx = np.repeat(np.arange(len(self.blocks)), lengths)
         pos = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.empty(0, int)
         gains = self.sq[block_idx, pos]
