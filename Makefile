@@ -29,7 +29,7 @@ reproduce-fig2: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_surfaces.py --sizes 1024 2048 --repeat 5
-	$(PY) benchmarks/bench_kernels.py
+	$(PY) benchmarks/bench_allocation.py
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis

@@ -8,9 +8,9 @@ allocation without forming a single reconstruction.
 Rank allocation: every rank-one term of block ``b`` costs ``m_b + n_b`` parameters and removes
 ``σ_{b,i}²`` of squared error; within a block the gains decrease.  When all blocks cost the same
 (equal-sized blocks), keeping the largest ``σ²`` over all blocks is exactly optimal.  With unequal
-costs (ragged partitions) the problem is a multiple-choice knapsack with concave gains; the
-better of the greedy scan by ``σ² / cost`` and the uniform allocation is used, checked against
-exhaustive search in the tests.
+costs (ragged partitions) the problem is a multiple-choice knapsack with concave gains, solved
+exactly by :mod:`lowrank_blocks.allocation` (the greedy scan by ``σ² / cost`` is not optimal
+there), checked against exhaustive search in the tests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._kernels import greedy_fill
+from .allocation import solve_allocation
 from .approximate import Approximation, approximate
 from .linalg import (
     _check_randomized_options,
@@ -133,22 +133,6 @@ class BlockSpectra:
         else:
             err_sq = self.energies.sum() - np.cumsum(col)[:rmax] + self.outside
         return _relative(err_sq, total)
-
-    def items(self) -> tuple[np.ndarray, ...]:
-        """Rank-one items ``(block, cost, gain)`` sorted by gain per parameter, best first.
-
-        Items with zero gain (zero singular values) are left out.
-        """
-        lengths = np.minimum(self.known, self.max_ranks)
-        block_idx = np.repeat(np.arange(len(self.blocks)), lengths)
-        pos = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.empty(0, int)
-        gains = self.sq[block_idx, pos]
-        useful = gains > 0.0  # a zero singular value buys nothing: never spend parameters on it
-        block_idx, pos, gains = block_idx[useful], pos[useful], gains[useful]
-        costs = self.costs[block_idx]
-        # Ties broken by block then position, so a block's items stay in order.
-        order = np.lexsort((pos, block_idx, -gains / costs))
-        return block_idx[order], costs[order], gains[order]
 
 
 def _relative(err_sq: np.ndarray, total: float) -> np.ndarray:
@@ -265,41 +249,24 @@ def block_spectra(
 # -- rank allocation ----------------------------------------------------------------------------
 
 
-def _greedy_errors(spec: BlockSpectra, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy fill by ``σ² / cost`` for every budget: ``(n_params used, relative error)``."""
-    _, costs, gains = spec.items()
-    used, taken, left = greedy_fill(costs, gains, budgets)
+def _allocation(spec: BlockSpectra, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exactly optimal per-block ranks for every budget: ``(ranks, n_params, relative error)``."""
+    lengths = np.minimum(spec.known, spec.max_ranks)
+    gains = [spec.sq[b, : lengths[b]] for b in range(len(spec.blocks))]
+    sol = solve_allocation(spec.costs, gains, budgets)
     if spec.complete:
-        err_sq = left + spec.outside  # untaken gains summed directly
+        err_sq = sol.left + spec.outside  # untaken gains summed directly
     else:
-        err_sq = spec.energies.sum() - taken + spec.outside
-    return used, _relative(err_sq, spec.total)
-
-
-def _optimal_allocation(
-    spec: BlockSpectra, budgets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-block allocation for every budget: ``(n_params, error, uniform_rank or 0)``.
-
-    The greedy fill, or the uniform allocation where that is better: on ragged grids the
-    greedy scan can strand parameters that one more uniform rank would use, and a per-block
-    allocation must never lose to the uniform one it contains.
-    """
-    used, errors = _greedy_errors(spec, budgets)
-    uniform = spec.uniform_errors()
-    r = np.minimum(budgets // spec.uniform_unit_cost, len(uniform))
-    u_err = np.where(r >= 1, uniform[np.maximum(r, 1) - 1], np.inf)
-    pick = u_err < errors - 1e-15 * np.maximum(errors, 1.0)
-    pick |= (used == 0) & (r >= 1)  # nothing worth taking (zero blocks): any uniform rank
-    r = np.where(pick, r, 0)
-    return (np.where(pick, r * spec.uniform_unit_cost, used), np.where(pick, u_err, errors), r)
+        err_sq = spec.energies.sum() - sol.gain + spec.outside
+    return sol.ranks, sol.used, _relative(err_sq, spec.total)
 
 
 def allocate_ranks(spec: BlockSpectra, budget: int) -> tuple[int, ...]:
-    """Per-block ranks with at most ``budget`` parameters that minimise the error.
+    """Per-block ranks with at most ``budget`` parameters that minimise the error, exactly.
 
-    Exactly optimal when all blocks cost the same (take the largest ``σ²`` over all blocks);
-    otherwise the better of the greedy fill by ``σ² / (m_b + n_b)`` and the uniform allocation.
+    A multiple-choice knapsack with concave gains, solved exactly by
+    :func:`lowrank_blocks.allocation.solve_allocation` (also on ragged partitions, where the
+    greedy scan by ``σ² / (m_b + n_b)`` is not optimal).
 
     Examples
     --------
@@ -309,17 +276,8 @@ def allocate_ranks(spec: BlockSpectra, budget: int) -> tuple[int, ...]:
     (2, 0, 0, 0)
     """
     budget = _as_int(budget, "budget", minimum=0)
-    _, _, uniform_rank = _optimal_allocation(spec, np.array([budget], dtype=np.int64))
-    if uniform_rank[0]:
-        return (int(uniform_rank[0]),) * len(spec.blocks)
-    block_idx, costs, _ = spec.items()
-    ranks = np.zeros(len(spec.blocks), dtype=np.int64)
-    remaining = budget
-    for b, c in zip(block_idx.tolist(), costs.tolist()):
-        if c <= remaining:
-            remaining -= c
-            ranks[b] += 1
-    return tuple(int(r) for r in ranks)
+    ranks, _, _ = _allocation(spec, np.array([budget], dtype=np.int64))
+    return tuple(int(r) for r in ranks[0])
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -534,7 +492,7 @@ def _curve_rows(
         if "optimal" in allocs:
             overhead = len(spec.blocks) if len(spec.blocks) > 1 else 0
             usable = budgets - overhead if count_rank_overhead else budgets
-            used, errors, _ = _optimal_allocation(spec, np.maximum(usable, 0))
+            _, used, errors = _allocation(spec, np.maximum(usable, 0))
             ok = usable >= int(spec.costs.min())
             rows.append(pd.DataFrame({
                 **base, "allocation": "optimal", "budget": budgets[ok],
@@ -578,9 +536,8 @@ def error_vs_budget(
         :func:`error_surface`; default ``K ∈ {2, 4, 8, 16}``).
     allocation : 'uniform', 'optimal' or both
         ``'uniform'``: one rank for every block, the largest that fits (the paper's setting).
-        ``'optimal'``: per-block ranks chosen to minimise the error within the budget (exact
-        for equal-sized blocks; for ragged ones the better of a greedy fill and the uniform
-        allocation).
+        ``'optimal'``: per-block ranks that minimise the error within the budget, exactly
+        (:func:`lowrank_blocks.allocation.solve_allocation`).
     method : {'exact', 'randomized'}
         How the singular values are computed (see :func:`block_spectra`).
     best_only : bool, default True
@@ -737,7 +694,10 @@ def best_approximation(
             oversampling=oversampling, n_iter=n_iter, random_state=random_state,
         )
         usable = budget - int(best["rank_overhead"]) if count_rank_overhead else budget
-        structure = _make(family, (p, q), 1).with_rank(allocate_ranks(spec, usable))
+        ranks = list(allocate_ranks(spec, usable))
+        if not any(ranks):  # nothing to gain (zero blocks): rank 1 on the cheapest, same error
+            ranks[int(np.argmin(spec.costs))] = 1
+        structure = _make(family, (p, q), 1).with_rank(ranks)
     approx = approximate(Wm, structure, method=method, oversampling=oversampling,
                          n_iter=n_iter, random_state=random_state)
     fields = {f: getattr(approx, f) for f in Approximation.__dataclass_fields__}
