@@ -2,7 +2,12 @@
 
 Optimal (truncated-SVD) approximations of any real matrix under three structures at matched
 parameter budgets: one global factorization (the paper's LoRA), factor pairs on the diagonal
-blocks (MELoRA) and factor pairs on every block of a grid (Localized LoRA).
+blocks (MELoRA) and factor pairs on every block of a grid (Localized LoRA), with exactly
+optimal per-block rank allocation.
+
+Data flows one way: a matrix is validated once (:func:`prepare`), its blocks' singular values
+are computed (:class:`BlockSpectra`), ranks are allocated (:mod:`lowrank_blocks.allocation`),
+and results come back as objects with ``.to_frame()``.
 
 Examples
 --------
@@ -13,50 +18,50 @@ Examples
 224
 """
 
+from .allocation import AllocationSolution, solve_allocation
 from .approximate import Approximation, approximate
-from .structures import (
-    BlockGrid,
-    DiagonalBlocks,
-    Global,
-    PaperConfigurations,
-    Partition,
-    Structure,
-    configurations_at_budget,
-    paper_rule,
-    split_sizes,
-)
-from .studies import Study, compare_many
-from .surfaces import (
+from .budgets import PaperConfigurations, configurations_at_budget, paper_rule
+from .partition import Partition, split_sizes
+from .search import Curve, Search, Surface, best_approximation, error_surface, error_vs_budget
+from .spectra import (
     BlockSpectra,
-    SearchResult,
+    PreparedMatrix,
     allocate_ranks,
-    best_approximation,
     block_spectra,
-    error_surface,
-    error_vs_budget,
+    prepare,
+    prepare_stack,
 )
+from .structures import BlockGrid, DiagonalBlocks, Global, Structure
+from .studies import Study, compare_many
 
 __all__ = [
+    "AllocationSolution",
     "Approximation",
-    "BlockSpectra",
-    "SearchResult",
-    "Study",
-    "compare_many",
-    "allocate_ranks",
-    "best_approximation",
-    "block_spectra",
-    "error_surface",
-    "error_vs_budget",
     "BlockGrid",
+    "BlockSpectra",
+    "Curve",
     "DiagonalBlocks",
     "Global",
     "PaperConfigurations",
     "Partition",
+    "PreparedMatrix",
+    "Search",
     "Structure",
+    "Study",
+    "Surface",
+    "allocate_ranks",
     "approximate",
+    "best_approximation",
+    "block_spectra",
+    "compare_many",
     "configurations_at_budget",
+    "error_surface",
+    "error_vs_budget",
     "paper_rule",
+    "prepare",
+    "prepare_stack",
+    "solve_allocation",
     "split_sizes",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from . import _kernels
-from .structures import _as_int
+from ._validate import as_int as _as_int
 
 __all__ = ["AllocationSolution", "solve_allocation"]
 

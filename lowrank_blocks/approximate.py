@@ -19,20 +19,27 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._validate import check_random_state
 from .linalg import (
     _check_randomized_options,
-    as_matrix,
-    block_energies,
     block_groups,
-    power_of_two_scale,
     randomized_svd_stack,
     stack_blocks,
     svd_stack,
     to_numpy,
 )
-from .structures import Partition, Structure
+from .partition import Partition
+from .spectra import (
+    BlockSpectra,
+    PreparedMatrix,
+    Sampling,
+    _randomized_pays,
+    check_method,
+    prepare,
+)
+from .structures import Structure
 
-__all__ = ["Approximation", "approximate"]
+__all__ = ["Approximation", "approximate", "approximate_prepared"]
 
 Array = Any
 
@@ -79,7 +86,7 @@ class Approximation:
 
         Not included in ``n_params``, which counts factor entries only.
         """
-        return 0 if self.structure.is_uniform else len(self.blocks)
+        return self.structure.rank_overhead
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -89,11 +96,6 @@ class Approximation:
     def __repr__(self) -> str:
         m, n = self.shape
         structure = repr(self.structure)
-        if not self.structure.is_uniform and len(self.ranks) > 8:  # keep long rank lists short
-            nonzero = sum(r > 0 for r in self.ranks)
-            structure = structure.split(", rank=")[0] + (
-                f", rank=<{len(self.ranks)} per-block ranks, {nonzero} nonzero>)"
-            )
         return (
             f"{type(self).__name__}({structure}, shape=({m}, {n}), n_params={self.n_params}, "
             f"error={self.error:.4g})"
@@ -128,31 +130,6 @@ class Approximation:
         return xp.concat(rows, axis=0) if len(rows) > 1 else rows[0]
 
 
-def relative_error(
-    singular_values: Sequence[np.ndarray],
-    ranks: Sequence[int],
-    energies: np.ndarray,
-    blocks: Sequence[tuple[int, int]],
-) -> float:
-    """Relative Frobenius error from the complete singular values of the active blocks.
-
-    ``energies`` is the ``(p, q)`` array of squared block norms; blocks not in ``blocks`` are
-    left out entirely.  The tail sums ``Σ_{i > r} σ_i²`` are taken directly (no subtraction from
-    the block energy), so the error stays accurate when it is tiny; full rank gives exactly 0.
-    """
-    total = float(energies.sum())
-    if total == 0.0:
-        return 0.0
-    active = np.zeros(energies.shape, dtype=bool)
-    err_sq = 0.0
-    for (i, j), sig, r in zip(blocks, singular_values, ranks):
-        active[i, j] = True
-        tail = sig[r:]
-        err_sq += float(np.dot(tail, tail))
-    err_sq += float(energies[~active].sum())
-    return math.sqrt(min(err_sq / total, 1.0))
-
-
 def approximate(
     W: object,
     structure: Structure,
@@ -169,7 +146,7 @@ def approximate(
 
     Parameters
     ----------
-    W : array_like, shape (m, n)
+    W : array_like or PreparedMatrix, shape (m, n)
         A real matrix: NumPy, CuPy or PyTorch array, any Array API array, or anything
         :func:`numpy.asarray` accepts.  Integers are promoted to float64; float32 stays float32.
         Complex matrices are refused.
@@ -179,11 +156,12 @@ def approximate(
     method : {'exact', 'randomized'}, default 'exact'
         ``'exact'``: thin SVD of every block.  ``'randomized'``: the batched randomized range
         finder (:func:`lowrank_blocks.linalg.randomized_svd_stack`) for the leading singular
-        triplets; the error is then ``‖W_b‖² − Σ_{i ≤ r_b} σ̃_i²`` with Ritz values
-        ``σ̃ ≤ σ``, so it is never optimistic.  ``singular_values`` then holds the leading
-        values only.
+        triplets; the error is then the true error of the factors returned, computed from the
+        residual outside the sampled range plus the Ritz values left out (sums of positive
+        terms, no cancellation), so it is never below the optimal error.
+        ``singular_values`` then holds the Ritz values only.
     oversampling, n_iter, random_state
-        Options of the randomized method (ignored by ``'exact'``).
+        Options of the randomized method (``random_state`` is checked either way).
 
     Returns
     -------
@@ -213,55 +191,78 @@ def approximate(
         raise TypeError(
             f"structure={structure!r} must be a Global, DiagonalBlocks or BlockGrid instance"
         )
-    W, xp = as_matrix(W)
-    shape = (int(W.shape[0]), int(W.shape[1]))
+    method = check_method(method)
+    oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
+    rng = check_random_state(random_state)
+    prep = prepare(W)
+    sampling = None
+    if method == "randomized":
+        ranks = structure.block_ranks(prep.shape)
+        sampling = Sampling(int(rng.integers(0, 2**63 - 1)), max(ranks), oversampling, n_iter)
+    return approximate_prepared(prep, structure, sampling)
+
+
+def approximate_prepared(
+    prep: PreparedMatrix, structure: Structure, sampling: Sampling | None = None
+) -> Approximation:
+    """:func:`approximate` on a prepared matrix; ``sampling`` draws the randomized range.
+
+    With the :class:`~lowrank_blocks.spectra.Sampling` of randomized spectra, the same range is
+    drawn again, so the factors have the error those spectra reported.
+    """
+    xp = prep.xp
+    shape = prep.shape
     part = structure.partition(shape)
     ranks = structure.block_ranks(shape)
     blocks = structure.blocks
-
-    if method not in ("exact", "randomized"):
-        raise ValueError(f"method={method!r} is not allowed; use one of exact, randomized")
-    _check_randomized_options(oversampling, n_iter)
-    rng = np.random.default_rng(random_state)
-    scale = power_of_two_scale(W, xp)
-    Ws = W / scale  # exact: a power of two
-    half_scale = math.sqrt(scale)
+    half_scale = math.sqrt(prep.scale)
+    rng = None if sampling is None else np.random.default_rng(sampling.seed)
 
     factors: list[tuple[Array, Array] | None] = [None] * len(blocks)
-    sigmas: list[np.ndarray] = [np.empty(0)] * len(blocks)  # of the scaled matrix
-    complete = True
+    values: list[np.ndarray] = [np.empty(0)] * len(blocks)  # of the scaled matrix
+    residual = np.zeros(len(blocks))
+    randomized = False
     for (mb, nb), positions in block_groups(part, blocks).items():
-        group = [blocks[k] for k in positions]
-        stack = stack_blocks(Ws, part, group, xp)
-        k_max = max(max(ranks[k] for k in positions), 1)
-        if method == "randomized" and k_max + oversampling < min(mb, nb):
-            U, S, Vt = randomized_svd_stack(
-                stack, k_max, xp, oversampling=oversampling, n_iter=n_iter, random_state=rng
+        stack = stack_blocks(prep.data, part, [blocks[k] for k in positions], xp)
+        if sampling is not None and _randomized_pays(mb, nb, sampling):
+            U, S, Vt, res = randomized_svd_stack(
+                stack, min(sampling.sample_rank, mb, nb), xp, oversampling=sampling.oversampling,
+                n_iter=sampling.n_iter, random_state=rng, compute_uv=True, return_residual=True,
             )
-            complete = False
+            residual[positions] = to_numpy(res).astype(np.float64)
+            randomized = True
         else:
             U, S, Vt = svd_stack(stack, xp)
+        del stack
         S_host = to_numpy(S).astype(np.float64)
         root = xp.sqrt(S) * half_scale
         for g, k in enumerate(positions):
             r = ranks[k]
-            sigmas[k] = S_host[g]
+            values[k] = S_host[g]
             factors[k] = (U[g, :, :r] * root[g, None, :r], root[g, :r, None] * Vt[g, :r, :])
 
-    energies = block_energies(Ws, part, xp)
-    if complete:
-        error = relative_error(sigmas, ranks, energies, blocks)
-    else:  # leading values only: err² = ‖W‖² − Σ_b Σ_{i ≤ r_b} σ̃²
-        total = float(energies.sum())
-        kept = sum(float(np.dot(s[:r], s[:r])) for s, r in zip(sigmas, ranks))
-        error = math.sqrt(min(max(total - kept, 0.0) / total, 1.0)) if total else 0.0
+    width = max(len(v) for v in values)
+    sq = np.zeros((len(blocks), width))
+    for k, v in enumerate(values):
+        sq[k, : len(v)] = v * v
+    spectra = BlockSpectra(
+        partition=part,
+        blocks=blocks,
+        sq=sq,
+        known=np.array([len(v) for v in values], dtype=np.int64),
+        residual=residual,
+        energies=prep.energies(part.grid),
+        method="randomized" if randomized else "exact",
+        sampling=sampling if randomized else None,
+    )
+    error = spectra.errors(np.array(ranks, dtype=np.int64))
     return Approximation(
         structure=structure,
         partition=part,
         blocks=blocks,
         ranks=ranks,
         factors=tuple(factors),  # type: ignore[arg-type]
-        singular_values=tuple(s * scale for s in sigmas),
-        error=error,
+        singular_values=tuple(v * prep.scale for v in values),
+        error=float(error),
         n_params=structure.n_params(shape),
     )

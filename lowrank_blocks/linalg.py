@@ -19,7 +19,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .structures import Partition
+from .partition import Partition
 
 __all__ = [
     "as_matrix",
@@ -33,7 +33,7 @@ __all__ = [
 Array = Any
 
 
-def as_matrix(W: object, name: str = "W") -> tuple[Array, Any]:
+def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array, Any]:
     """Validate a real matrix and return it in a floating dtype with its namespace.
 
     Integer input is promoted to float64; float16/bfloat16 to float32; float32 and float64 stay.
@@ -59,7 +59,11 @@ def as_matrix(W: object, name: str = "W") -> tuple[Array, Any]:
             raise TypeError(f"{name} could not be read as an array: {exc}") from None
     xp = array_api_compat.array_namespace(W)
     shape = tuple(W.shape)
-    if len(shape) != 2:
+    if stack and len(shape) != 3:
+        raise ValueError(
+            f"{name} must be a stack of matrices of shape (N, m, n); got shape {shape}"
+        )
+    if not stack and len(shape) != 2:
         raise ValueError(
             f"{name} must be a 2-D matrix; got {len(shape)} dimensions with shape {shape}"
         )
@@ -84,7 +88,7 @@ def as_matrix(W: object, name: str = "W") -> tuple[Array, Any]:
             W = xp.astype(W, xp.float32)
     else:
         raise TypeError(f"{name} has dtype {dtype}; a real numeric dtype is required")
-    if shape[0] == 0 or shape[1] == 0:
+    if any(d == 0 for d in shape):
         raise ValueError(
             f"{name} is empty (shape {shape}); a matrix needs at least one row and one column"
         )
@@ -110,6 +114,14 @@ def power_of_two_scale(W: Array, xp: Any) -> float:
     # frexp gives amax < 2**e; dividing by 2**(e - 1) puts the maximum in [1, 2) and never
     # forms 2**1024 (or 2**128 in float32), which would overflow.
     return math.ldexp(1.0, math.frexp(amax)[1] - 1)
+
+
+def power_of_two_scales(X: Array, xp: Any) -> np.ndarray:
+    """:func:`power_of_two_scale` of every matrix of a stack ``(N, m, n)``, as a NumPy array."""
+    n_mat = int(X.shape[0])
+    amax = to_numpy(xp.max(xp.reshape(xp.abs(X), (n_mat, -1)), axis=1)).astype(np.float64)
+    exps = np.frexp(np.where(amax > 0, amax, 1.0))[1] - 1
+    return np.where(amax > 0, np.ldexp(1.0, exps), 1.0)
 
 
 def block_groups(
@@ -217,27 +229,30 @@ def to_numpy(x: Array) -> np.ndarray:
 
 
 def block_energies(W: Array, partition: Partition, xp: Any) -> np.ndarray:
-    """Squared Frobenius norm of every block, as a ``(p, q)`` float64 NumPy array.
+    """Squared Frobenius norm of every block, as a ``(..., p, q)`` float64 NumPy array.
 
-    Sums of squares of positive numbers: no cancellation, so the energy a structure leaves out
-    (the off-diagonal blocks of a diagonal structure) is accurate even when it is tiny.
+    ``W`` may carry leading batch dimensions.  Sums of squares of positive numbers: no
+    cancellation, so the energy a structure leaves out (the off-diagonal blocks of a diagonal
+    one) is accurate even when it is tiny.  Rows are squared in chunks of about 16 MB.
     """
     row_off = partition.row_offsets
     col_starts = np.asarray(partition.col_offsets[:-1])
+    lead = tuple(int(d) for d in W.shape[:-2])
     n = int(W.shape[-1])
-    chunk = max(1, (1 << 21) // n)  # rows per temporary: at most ~16 MB of squares at a time
-    out = np.empty(partition.grid, dtype=np.float64)
+    width = n * max(1, int(np.prod(lead)))
+    chunk = max(1, (1 << 21) // width)
+    out = np.empty(lead + partition.grid, dtype=np.float64)
     for i in range(partition.grid[0]):
-        col_sums = np.zeros(n)
+        col_sums = np.zeros(lead + (n,))
         for r0 in range(row_off[i], row_off[i + 1], chunk):
-            rows = W[r0 : min(r0 + chunk, row_off[i + 1]), :]
-            col_sums += to_numpy(xp.sum(rows * rows, axis=0)).astype(np.float64)
-        out[i] = np.add.reduceat(col_sums, col_starts)
+            rows = W[..., r0 : min(r0 + chunk, row_off[i + 1]), :]
+            col_sums += to_numpy(xp.sum(rows * rows, axis=-2)).astype(np.float64)
+        out[..., i, :] = np.add.reduceat(col_sums, col_starts, axis=-1)
     return out
 
 
 def _check_randomized_options(oversampling: object, n_iter: object) -> tuple[int, int]:
-    from .structures import _as_int
+    from ._validate import as_int as _as_int
 
     return (
         _as_int(oversampling, "oversampling", minimum=0),
@@ -254,7 +269,8 @@ def randomized_svd_stack(
     n_iter: int = 4,
     random_state: int | np.random.Generator | None = None,
     compute_uv: bool = True,
-) -> tuple[Array, Array, Array] | Array:
+    return_residual: bool = False,
+) -> tuple[Any, ...] | Array:
     """Randomized truncated SVD of every matrix in a stack, all blocks at once.
 
     The randomized range finder of Halko, Martinsson & Tropp (2011), Algorithms 4.3/4.4 and 5.1:
@@ -265,8 +281,8 @@ def randomized_svd_stack(
 
     Accuracy: the singular values returned are Ritz values, never larger than the true ones;
     for a spectrum with decay the error falls like ``(σ_{k+p+1}/σ_k)^{2 n_iter + 1}``.  On flat
-    spectra (Gaussian noise) a few power iterations still give the captured energy
-    ``Σ_{i ≤ k} σ_i²`` to about 1e-3 relative (see ``benchmarks/bench_surfaces.py``).
+    or slowly decaying spectra it is much worse: ``benchmarks/bench_surfaces.py`` measures it
+    (about 5e-3 on the relative error of Gaussian matrices with the defaults).
 
     Parameters
     ----------
@@ -284,12 +300,21 @@ def randomized_svd_stack(
         Seed of the Gaussian test matrix (drawn on the host, then moved to the device).
     compute_uv : bool, default True
         ``False`` returns the singular values only.
+    return_residual : bool, default False
+        ``True`` returns all ``size = min(rank + oversampling, m, n)`` Ritz values (and
+        vectors) instead of the leading ``rank``, followed by the energy
+        ``‖A − Q Qᵀ A‖_F²`` outside the sampled range, computed from the residual matrix (no
+        cancellation).  Then ``residual + Σ_{i > r} S_i²`` is the exact squared error of the
+        rank-``r`` approximation ``U_r S_r Vt_r``: an upper bound on the optimal error that
+        stays accurate when it is tiny.
 
     Returns
     -------
-    U, S, Vt or S
+    U, S, Vt or S (and residual)
         ``U`` of shape ``(g, m, rank)``, ``S`` of shape ``(g, rank)`` descending, ``Vt`` of
-        shape ``(g, rank, n)``, on the backend and device of ``stack``.
+        shape ``(g, rank, n)``, on the backend and device of ``stack``; with
+        ``return_residual``, ``size`` columns instead of ``rank`` and the residual energies
+        of shape ``(g,)``.
 
     References
     ----------
@@ -307,7 +332,7 @@ def randomized_svd_stack(
     """
     oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
     g, m, n = (int(d) for d in stack.shape)
-    from .structures import _as_int
+    from ._validate import as_int as _as_int
 
     rank = _as_int(rank, "rank", minimum=1)
     if rank > min(m, n):
@@ -329,13 +354,18 @@ def randomized_svd_stack(
                 lambda cs: _randomized_svd_serial(cs[0], rank, np, random_state=cs[1], **opts),
                 zip(chunks, seeds),
             ))
-        if not compute_uv:
-            return np.concatenate(parts)
-        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
-    return _randomized_svd_serial(
-        stack, rank, xp, oversampling=oversampling, n_iter=n_iter, random_state=rng,
-        compute_uv=compute_uv,
-    )
+        out = tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
+    else:
+        out = _randomized_svd_serial(
+            stack, rank, xp, oversampling=oversampling, n_iter=n_iter, random_state=rng,
+            compute_uv=compute_uv,
+        )
+    if return_residual:
+        return out
+    if not compute_uv:
+        return out[0][:, :rank]
+    U, S, Vt, _ = out
+    return U[:, :, :rank], S[:, :rank], Vt[:, :rank, :]
 
 
 def _randomized_svd_serial(
@@ -347,8 +377,13 @@ def _randomized_svd_serial(
     n_iter: int,
     random_state: np.random.Generator,
     compute_uv: bool,
-) -> tuple[Array, Array, Array] | Array:
-    """The range finder on one stack, in the calling thread (see :func:`randomized_svd_stack`)."""
+) -> tuple[Any, ...]:
+    """The range finder on one stack, in the calling thread (see :func:`randomized_svd_stack`).
+
+    Returns ``(U, S, Vt, residual)`` (or ``(S, residual)`` without vectors) with all
+    ``size = min(rank + oversampling, m, n)`` Ritz triplets and the energy
+    ``‖A − Q Qᵀ A‖_F²`` that the sampled range misses, computed from the residual itself.
+    """
     g, m, n = (int(d) for d in stack.shape)
     size = min(rank + oversampling, m, n)
     rng = random_state
@@ -363,11 +398,13 @@ def _randomized_svd_serial(
         Z, _ = xp.linalg.qr(At @ Q)
         Q, _ = xp.linalg.qr(A @ Z)
     small = xp.permute_dims(Q, (0, 2, 1)) @ A  # (g, size, cols)
+    R = A - Q @ small
+    residual = xp.sum(xp.reshape(R * R, (g, rows * cols)), axis=1)
+    del R
     if not compute_uv:
-        return xp.linalg.svdvals(small)[:, :rank]
+        return xp.linalg.svdvals(small), residual
     Ub, S, Vt = xp.linalg.svd(small, full_matrices=False)
-    U = Q @ Ub[:, :, :rank]
-    S, Vt = S[:, :rank], Vt[:, :rank, :]
+    U = Q @ Ub
     if transpose:
-        return xp.permute_dims(Vt, (0, 2, 1)), S, xp.permute_dims(U, (0, 2, 1))
-    return U, S, Vt
+        return xp.permute_dims(Vt, (0, 2, 1)), S, xp.permute_dims(U, (0, 2, 1)), residual
+    return U, S, Vt, residual

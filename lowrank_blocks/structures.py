@@ -1,4 +1,4 @@
-"""Partitions, block low-rank structures, exact parameter counts and budget matching.
+"""Block low-rank structures: each class owns its blocks, parameter count, names and plot style.
 
 Three structure families, named as in the toolkit and (in brackets) as in the paper:
 
@@ -10,189 +10,97 @@ Three structure families, named as in the toolkit and (in brackets) as in the pa
 
 A rank-``r`` factor pair on an ``m_b × n_b`` block stores ``r (m_b + n_b)`` numbers, so the
 parameter count of a structure is ``Σ_b r_b (m_b + n_b)`` over its blocks.  Sizes that do not
-divide are split like :func:`numpy.array_split`: the first ``size % parts`` parts are one larger.
-Nothing is ever cropped or padded; the partition is available as :class:`Partition`.
+divide are split like :func:`numpy.array_split` (see :class:`~lowrank_blocks.partition.Partition`).
+
+Everything that differs between the families lives on the classes: which blocks carry a factor
+pair (:attr:`Structure.blocks`), the grids a search tries (:meth:`Structure.candidate_grids`),
+how to build one on a grid (:meth:`Structure.on_grid`), names and plot style.  Code elsewhere
+never dispatches on a family string; strings are turned into classes once, at the edge
+(:func:`structure_type`).
 """
 
 from __future__ import annotations
 
-import math
-import operator
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal, NamedTuple
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from ._validate import as_int, check_shape
+from .partition import MAX_PARTS, Partition, split_sizes
 
 __all__ = [
     "BlockGrid",
     "DiagonalBlocks",
     "Global",
-    "PaperConfigurations",
     "Partition",
+    "STRUCTURE_TYPES",
     "Structure",
-    "configurations_at_budget",
     "expand_grids",
-    "paper_rule",
     "split_sizes",
+    "structure_type",
+    "structure_types",
 ]
 
 Rank = int | tuple[int, ...]
-FAMILIES: tuple[str, ...] = ("global", "diagonal", "grid")
+GridSpec = Literal["square", "all", "pow2"] | Iterable[int | tuple[int, int]]
 
 
-def _as_int(value: object, name: str, *, minimum: int | None = None) -> int:
-    """Return ``value`` as a Python int, or raise a message naming ``name`` and the value."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name}={value!r} must be an integer, not a bool")
-    try:
-        result = operator.index(value)  # accepts int and NumPy integers, refuses floats
-    except TypeError:
-        raise TypeError(
-            f"{name}={value!r} must be an integer, got {type(value).__name__}"
-        ) from None
-    if minimum is not None and result < minimum:
-        raise ValueError(f"{name}={result} is not allowed; it must be >= {minimum}")
-    return result
-
-
-def _check_shape(shape: object) -> tuple[int, int]:
-    try:
-        dims = tuple(shape)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"shape={shape!r} must be a pair (rows, columns)") from None
-    if len(dims) != 2:
-        raise ValueError(f"shape={shape!r} must have 2 dimensions (rows, columns)")
-    m = _as_int(dims[0], "shape[0]", minimum=1)
-    n = _as_int(dims[1], "shape[1]", minimum=1)
-    return m, n
-
-
-def split_sizes(size: int, parts: int) -> tuple[int, ...]:
-    """Sizes of ``parts`` contiguous parts of ``size`` items that differ by at most one.
-
-    The larger parts come first, exactly as in :func:`numpy.array_split`.
-
-    Parameters
-    ----------
-    size : int
-        Number of items (rows or columns), at least 1.
-    parts : int
-        Number of parts, between 1 and ``size``.
-
-    Returns
-    -------
-    tuple of int
-        The part sizes; they sum to ``size``.
-
-    Examples
-    --------
-    >>> split_sizes(28, 4)
-    (7, 7, 7, 7)
-    >>> split_sizes(10, 4)
-    (3, 3, 2, 2)
-    """
-    size = _as_int(size, "size", minimum=1)
-    parts = _as_int(parts, "parts", minimum=1)
-    if parts > size:
-        raise ValueError(f"parts={parts} exceeds size={size}; at most {size} parts allowed")
-    base, extra = divmod(size, parts)
-    return (base + 1,) * extra + (base,) * (parts - extra)
-
-
-@dataclass(frozen=True)
-class Partition:
-    """A split of an ``m × n`` matrix into ``p`` row parts and ``q`` column parts.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        ``(m, n)``.
-    grid : tuple of int
-        ``(p, q)``; ``1 <= p <= m`` and ``1 <= q <= n``.
-
-    Attributes
-    ----------
-    row_sizes, col_sizes : tuple of int
-        Sizes of the row and column parts (see :func:`split_sizes`).
-    row_offsets, col_offsets : tuple of int
-        Start of every part plus the end, so part ``i`` is ``row_offsets[i]:row_offsets[i+1]``.
-
-    Examples
-    --------
-    >>> part = Partition((10, 6), (4, 2))
-    >>> part.row_offsets, part.col_offsets
-    ((0, 3, 6, 8, 10), (0, 3, 6))
-    >>> part.block_shape(3, 1)
-    (2, 3)
-    """
-
-    shape: tuple[int, int]
-    grid: tuple[int, int]
-    row_sizes: tuple[int, ...] = field(init=False, repr=False)
-    col_sizes: tuple[int, ...] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        m, n = _check_shape(self.shape)
-        p, q = _check_shape(self.grid)
-        if p > m:
-            raise ValueError(
-                f"{p} row blocks do not fit a matrix with {m} rows; at most {m} row blocks allowed"
-            )
-        if q > n:
-            raise ValueError(
-                f"{q} column blocks do not fit a matrix with {n} columns; "
-                f"at most {n} column blocks allowed"
-            )
-        object.__setattr__(self, "shape", (m, n))
-        object.__setattr__(self, "grid", (p, q))
-        object.__setattr__(self, "row_sizes", split_sizes(m, p))
-        object.__setattr__(self, "col_sizes", split_sizes(n, q))
-
-    @property
-    def row_offsets(self) -> tuple[int, ...]:
-        return _offsets(self.row_sizes)
-
-    @property
-    def col_offsets(self) -> tuple[int, ...]:
-        return _offsets(self.col_sizes)
-
-    def block_shape(self, i: int, j: int) -> tuple[int, int]:
-        """Shape ``(m_i, n_j)`` of block ``(i, j)``."""
-        return self.row_sizes[i], self.col_sizes[j]
-
-    def block_slices(self, i: int, j: int) -> tuple[slice, slice]:
-        """Row and column slices of block ``(i, j)``."""
-        r, c = self.row_offsets, self.col_offsets
-        return slice(r[i], r[i + 1]), slice(c[j], c[j + 1])
-
-    @property
-    def is_ragged(self) -> bool:
-        """Whether the parts have unequal sizes."""
-        return len(set(self.row_sizes)) > 1 or len(set(self.col_sizes)) > 1
-
-
-def _offsets(sizes: Sequence[int]) -> tuple[int, ...]:
-    out = [0]
-    for s in sizes:
-        out.append(out[-1] + s)
-    return tuple(out)
-
-
-@dataclass(frozen=True)
 class Structure:
-    """Base class of the block low-rank structures (not instantiated directly).
+    """Base class of the block low-rank structures (use a subclass).
 
     A structure is a grid ``(p, q)``, a set of *active* blocks carrying a factor pair (all
     blocks, or the diagonal ones), and a rank: one integer for every active block, or one
-    integer per active block in row-major order.  Structures are immutable and hashable.
+    integer per active block in row-major order (zeros allowed, not all zero).  Structures are
+    immutable and hashable.
+
+    Class attributes
+    ----------------
+    family : str
+        Short name used in tables and on the command line: ``'global'``, ``'diagonal'``,
+        ``'grid'``.
+    paper_name : str
+        The paper's name: ``'LoRA'``, ``'MELoRA'``, ``'Localized LoRA'``.
+    description : str
+        A longer name for figure legends.
+    color, marker : str
+        Plot style shared by every figure of the toolkit.
     """
 
+    __slots__ = ("rank",)
     family: ClassVar[str] = ""
     paper_name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    color: ClassVar[str] = "#000000"
+    marker: ClassVar[str] = "o"
     rank: Rank
 
-    # -- the grid and the active blocks (defined by the subclasses) ---------------------------
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError(
+            "Structure is the base class; use Global(rank), DiagonalBlocks(n_blocks, rank) or "
+            "BlockGrid(grid, rank)"
+        )
+
+    # -- identity -----------------------------------------------------------------------------
+    def _key(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._key()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; use with_rank()")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self).on_grid, (self.grid, self.rank))
+
+    # -- the grid and the active blocks -------------------------------------------------------
     @property
     def grid(self) -> tuple[int, int]:
+        """``(p, q)``: row and column parts of the partition."""
         raise NotImplementedError
 
     @property
@@ -211,34 +119,52 @@ class Structure:
         """Whether every block has the same rank."""
         return isinstance(self.rank, int)
 
-    def _normalise_rank(self) -> None:
-        rank = self.rank
+    @property
+    def rank_overhead(self) -> int:
+        """Integers needed to store per-block ranks: one per block if they differ, else 0."""
+        return 0 if self.is_uniform or self.n_active == 1 else self.n_active
+
+    def _set_rank(self, rank: object) -> None:
+        if isinstance(rank, np.ndarray) and rank.ndim == 0:
+            rank = rank.item() if rank.dtype.kind in "iu" else rank
         if isinstance(rank, (str, bytes)) or not isinstance(rank, Iterable):
-            object.__setattr__(self, "rank", _as_int(rank, "rank", minimum=1))
+            object.__setattr__(self, "rank", as_int(rank, "rank", minimum=1))
             return
-        ranks = tuple(_as_int(r, f"rank[{k}]", minimum=0) for k, r in enumerate(rank))
+        ranks = tuple(as_int(r, f"rank[{k}]", minimum=0) for k, r in enumerate(rank))
         if len(ranks) != self.n_active:
             raise ValueError(
-                f"rank has {len(ranks)} entries but {self._name()} has {self.n_active} "
-                f"blocks; give one rank per block (row-major) or a single integer"
+                f"rank has {len(ranks)} entries but {type(self).__name__} on a "
+                f"{self.grid[0]} × {self.grid[1]} grid has {self.n_active} blocks; give one rank "
+                f"per block (row-major) or a single integer"
             )
         if not any(ranks):
             raise ValueError(f"rank={list(ranks)} is all zeros; at least one block needs rank >= 1")
-        if len(set(ranks)) == 1:
-            object.__setattr__(self, "rank", ranks[0])
-        else:
-            object.__setattr__(self, "rank", ranks)
+        object.__setattr__(self, "rank", ranks[0] if len(set(ranks)) == 1 else ranks)
 
-    def _name(self) -> str:
-        return type(self).__name__
+    def _rank_repr(self) -> str:
+        if isinstance(self.rank, int):
+            return repr(self.rank)
+        if len(self.rank) > 8:
+            nonzero = sum(r > 0 for r in self.rank)
+            return f"<{len(self.rank)} per-block ranks, {nonzero} nonzero>"
+        return repr(list(self.rank))
 
-    def __repr__(self) -> str:
-        rank = self.rank if isinstance(self.rank, int) else list(self.rank)
-        if self.family == "global":
-            return f"Global(rank={rank!r})"
-        return f"{self._name()}(n_blocks={self.n_blocks!r}, rank={rank!r})"
+    # -- construction from a grid (used by searches) ------------------------------------------
+    @classmethod
+    def on_grid(cls, grid: tuple[int, int], rank: Rank) -> Structure:
+        """The structure of this family on ``grid`` with ``rank``."""
+        raise NotImplementedError
 
-    # -- shape-dependent views ------------------------------------------------------------------
+    @classmethod
+    def candidate_grids(cls, shape: tuple[int, int], grids: GridSpec | None = None) -> list[tuple[int, int]]:
+        """The grids of this family that a search tries on a matrix of ``shape``."""
+        raise NotImplementedError
+
+    def with_rank(self, rank: Rank) -> Structure:
+        """The same grid with another rank (or per-block ranks)."""
+        return type(self).on_grid(self.grid, rank)
+
+    # -- shape-dependent views ----------------------------------------------------------------
     def partition(self, shape: tuple[int, int]) -> Partition:
         """The partition of an ``m × n`` matrix used by this structure.
 
@@ -247,7 +173,7 @@ class Structure:
         ValueError
             If the grid does not fit the shape (more blocks than rows or columns).
         """
-        m, n = _check_shape(shape)
+        m, n = check_shape(shape)
         p, q = self.grid
         if p > m or q > n:
             raise ValueError(
@@ -255,6 +181,29 @@ class Structure:
                 f"at most {m} row blocks and {n} column blocks are allowed"
             )
         return Partition((m, n), (p, q))
+
+    def block_costs(self, shape: tuple[int, int]) -> tuple[int, ...]:
+        """``m_b + n_b`` of every active block: parameters per unit of rank."""
+        part = self.partition(shape)
+        return tuple(part.row_sizes[i] + part.col_sizes[j] for i, j in self.blocks)
+
+    def unit_cost(self, shape: tuple[int, int]) -> int:
+        """Parameters per unit of uniform rank, ``Σ_b (m_b + n_b)``.
+
+        ``m + n`` for :class:`Global` and :class:`DiagonalBlocks`, ``q m + p n`` for a
+        :class:`BlockGrid`.
+
+        Examples
+        --------
+        >>> Global(1).unit_cost((28, 28)), BlockGrid((2, 4), 1).unit_cost((28, 28))
+        (56, 168)
+        """
+        return sum(self.block_costs(shape))
+
+    def max_uniform_rank(self, shape: tuple[int, int]) -> int:
+        """Largest uniform rank: the smaller side of the smallest active block."""
+        part = self.partition(shape)
+        return min(min(part.block_shape(i, j)) for i, j in self.blocks)
 
     def block_ranks(self, shape: tuple[int, int]) -> tuple[int, ...]:
         """Rank of every active block for a matrix of ``shape``, checked against block sizes.
@@ -272,8 +221,7 @@ class Structure:
         part = self.partition(shape)
         blocks = self.blocks
         if isinstance(self.rank, int):
-            ranks = (self.rank,) * len(blocks)
-            smallest = min(min(part.block_shape(i, j)) for i, j in blocks)
+            smallest = self.max_uniform_rank(shape)
             if self.rank > smallest:
                 i, j = min(blocks, key=lambda b: min(part.block_shape(*b)))
                 mb, nb = part.block_shape(i, j)
@@ -282,13 +230,13 @@ class Structure:
                     f"{part.shape[0]} × {part.shape[1]} matrix; ranks from 1 to {smallest} "
                     f"are allowed"
                 )
-            return ranks
+            return (self.rank,) * len(blocks)
         for k, ((i, j), r) in enumerate(zip(blocks, self.rank)):
             mb, nb = part.block_shape(i, j)
             if r > min(mb, nb):
                 raise ValueError(
                     f"rank[{k}]={r} for block ({i}, {j}) exceeds its size {mb} × {nb} in "
-                    f"{self._name()} on a {part.shape[0]} × {part.shape[1]} matrix; "
+                    f"{type(self).__name__} on a {part.shape[0]} × {part.shape[1]} matrix; "
                     f"at most {min(mb, nb)} allowed"
                 )
         return tuple(self.rank)
@@ -296,9 +244,8 @@ class Structure:
     def n_params(self, shape: tuple[int, int]) -> int:
         """Exact number of stored parameters, ``Σ_b r_b (m_b + n_b)``, for a matrix of ``shape``.
 
-        Equals the total size of the factors returned by
-        :func:`lowrank_blocks.approximate`.  Per-block ranks themselves (a few integers) are not
-        counted here.
+        Equals the total size of the factors returned by :func:`lowrank_blocks.approximate`.
+        Per-block ranks themselves are counted separately (:attr:`rank_overhead`).
 
         Examples
         --------
@@ -307,29 +254,24 @@ class Structure:
         >>> BlockGrid(2, 2).n_params((28, 28))
         224
         """
-        part = self.partition(shape)
         ranks = self.block_ranks(shape)
-        return sum(
-            r * (part.row_sizes[i] + part.col_sizes[j]) for (i, j), r in zip(self.blocks, ranks)
-        )
+        return sum(r * c for r, c in zip(ranks, self.block_costs(shape)))
 
-    def with_rank(self, rank: Rank) -> Structure:
-        """The same grid with another rank (or per-block ranks)."""
-        raise NotImplementedError
+    @property
+    def grid_label(self) -> str:
+        """``'p×q'``."""
+        return f"{self.grid[0]}×{self.grid[1]}"
 
     @property
     def label(self) -> str:
         """Short human-readable description, e.g. ``'grid 2×2, r=2'``."""
-        p, q = self.grid
         rank = self.rank if isinstance(self.rank, int) else "per-block"
-        if self.family == "global":
-            return f"global, r={rank}"
-        if self.family == "diagonal":
-            return f"diagonal N={p}, r={rank}"
-        return f"grid {p}×{q}, r={rank}"
+        return f"{self._label_prefix()}, r={rank}"
+
+    def _label_prefix(self) -> str:
+        raise NotImplementedError
 
 
-@dataclass(frozen=True, repr=False)
 class Global(Structure):
     """One low-rank factor pair on the whole matrix (the paper's LoRA).
 
@@ -346,21 +288,40 @@ class Global(Structure):
     224
     """
 
+    __slots__ = ()
     family: ClassVar[str] = "global"
     paper_name: ClassVar[str] = "LoRA"
+    description: ClassVar[str] = "global"
+    color: ClassVar[str] = "#0072B2"
+    marker: ClassVar[str] = "o"
 
-    def __post_init__(self) -> None:
-        self._normalise_rank()
+    def __init__(self, rank: int) -> None:
+        self._set_rank(rank)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.rank,)
 
     @property
     def grid(self) -> tuple[int, int]:
         return (1, 1)
 
-    def with_rank(self, rank: Rank) -> Global:
-        return Global(rank)
+    @classmethod
+    def on_grid(cls, grid: tuple[int, int], rank: Rank) -> Global:
+        if tuple(grid) != (1, 1):
+            raise ValueError(f"grid={grid!r} is not allowed for Global; it is the 1 × 1 grid")
+        return cls(rank)  # type: ignore[arg-type]
+
+    @classmethod
+    def candidate_grids(cls, shape: tuple[int, int], grids: GridSpec | None = None) -> list[tuple[int, int]]:
+        return [(1, 1)]
+
+    def __repr__(self) -> str:
+        return f"Global(rank={self._rank_repr()})"
+
+    def _label_prefix(self) -> str:
+        return "global"
 
 
-@dataclass(frozen=True, repr=False)
 class DiagonalBlocks(Structure):
     """Low-rank factor pairs on the ``N`` diagonal blocks only (the paper's MELoRA).
 
@@ -382,15 +343,23 @@ class DiagonalBlocks(Structure):
     224
     """
 
+    __slots__ = ("n_blocks",)
     family: ClassVar[str] = "diagonal"
     paper_name: ClassVar[str] = "MELoRA"
-    n_blocks: int = field(default=1)
-    rank: Rank = field(default=1)
+    description: ClassVar[str] = "diagonal blocks"
+    color: ClassVar[str] = "#D55E00"
+    marker: ClassVar[str] = "s"
+    n_blocks: int
 
     def __init__(self, n_blocks: int, rank: Rank) -> None:
-        object.__setattr__(self, "n_blocks", _as_int(n_blocks, "n_blocks", minimum=1))
-        object.__setattr__(self, "rank", rank)
-        self._normalise_rank()
+        n = as_int(n_blocks, "n_blocks", minimum=1)
+        if n > MAX_PARTS:
+            raise ValueError(f"n_blocks={n} is too many; at most {MAX_PARTS} blocks are allowed")
+        object.__setattr__(self, "n_blocks", n)
+        self._set_rank(rank)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.n_blocks, self.rank)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -400,18 +369,43 @@ class DiagonalBlocks(Structure):
     def blocks(self) -> tuple[tuple[int, int], ...]:
         return tuple((i, i) for i in range(self.n_blocks))
 
-    def with_rank(self, rank: Rank) -> DiagonalBlocks:
-        return DiagonalBlocks(self.n_blocks, rank)
+    @classmethod
+    def on_grid(cls, grid: tuple[int, int], rank: Rank) -> DiagonalBlocks:
+        p, q = grid
+        if p != q:
+            raise ValueError(f"grid={grid!r} is not allowed for DiagonalBlocks; it needs N × N")
+        return cls(p, rank)
+
+    @classmethod
+    def candidate_grids(cls, shape: tuple[int, int], grids: GridSpec | None = None) -> list[tuple[int, int]]:
+        """Every ``N <= min(m, n)`` (``None``, ``'square'`` or ``'all'``), or the listed ``N``."""
+        m, n = check_shape(shape)
+        if grids is None or (isinstance(grids, str) and grids in ("square", "all")):
+            return [(k, k) for k in range(1, min(m, n) + 1)]
+        if isinstance(grids, str) and grids == "pow2":
+            return [(2**e, 2**e) for e in range(min(m, n).bit_length())]
+        out = []
+        for g in expand_grids(grids, shape, "diagonal"):
+            if g[0] != g[1]:
+                raise ValueError(f"diagonal contains {g!r}; diagonal structures need N × N grids")
+            out.append(g)
+        return out
+
+    def __repr__(self) -> str:
+        return f"DiagonalBlocks(n_blocks={self.n_blocks}, rank={self._rank_repr()})"
+
+    def _label_prefix(self) -> str:
+        return f"diagonal N={self.n_blocks}"
 
 
-@dataclass(frozen=True, repr=False)
 class BlockGrid(Structure):
     """Low-rank factor pairs on every block of a ``p × q`` grid (the paper's Localized LoRA).
 
     Parameters
     ----------
-    n_blocks : int or (int, int)
-        ``K`` for a ``K × K`` grid, or ``(p, q)`` for ``p`` row parts and ``q`` column parts.
+    grid : int or (int, int)
+        ``K`` for a ``K × K`` grid (``K²`` blocks), or ``(p, q)`` for ``p`` row parts and ``q``
+        column parts.
     rank : int or sequence of int
         One rank for every block, or ``p q`` ranks in row-major order (zero allowed for single
         blocks).
@@ -419,47 +413,109 @@ class BlockGrid(Structure):
     Examples
     --------
     >>> BlockGrid(2, rank=2)
-    BlockGrid(n_blocks=2, rank=2)
+    BlockGrid(grid=2, rank=2)
     >>> BlockGrid(2, rank=2).n_params((28, 28))  # 2 d r_block K
     224
     >>> BlockGrid((2, 4), rank=1).n_params((28, 28))  # r (q m + p n)
     168
     """
 
+    __slots__ = ("_grid",)
     family: ClassVar[str] = "grid"
     paper_name: ClassVar[str] = "Localized LoRA"
-    n_blocks: int | tuple[int, int] = field(default=1)
-    rank: Rank = field(default=1)
+    description: ClassVar[str] = "block grid"
+    color: ClassVar[str] = "#009E73"
+    marker: ClassVar[str] = "^"
+    _grid: tuple[int, int]
 
-    def __init__(self, n_blocks: int | tuple[int, int], rank: Rank) -> None:
-        if isinstance(n_blocks, Iterable) and not isinstance(n_blocks, (str, bytes)):
-            pair = tuple(n_blocks)
-            if len(pair) != 2:
-                raise ValueError(
-                    f"n_blocks={n_blocks!r} must be an integer K or a pair (p, q)"
-                )
-            p = _as_int(pair[0], "n_blocks[0]", minimum=1)
-            q = _as_int(pair[1], "n_blocks[1]", minimum=1)
-            value: int | tuple[int, int] = p if p == q else (p, q)
-        else:
-            value = _as_int(n_blocks, "n_blocks", minimum=1)
-        object.__setattr__(self, "n_blocks", value)
-        object.__setattr__(self, "rank", rank)
-        self._normalise_rank()
+    def __init__(self, grid: int | tuple[int, int], rank: Rank) -> None:
+        object.__setattr__(self, "_grid", _check_grid(grid, "grid"))
+        self._set_rank(rank)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self._grid, self.rank)
 
     @property
     def grid(self) -> tuple[int, int]:
-        if isinstance(self.n_blocks, int):
-            return (self.n_blocks, self.n_blocks)
-        return self.n_blocks
+        return self._grid
 
-    def with_rank(self, rank: Rank) -> BlockGrid:
-        return BlockGrid(self.n_blocks, rank)
+    @classmethod
+    def on_grid(cls, grid: tuple[int, int], rank: Rank) -> BlockGrid:
+        return cls(grid, rank)
+
+    @classmethod
+    def candidate_grids(cls, shape: tuple[int, int], grids: GridSpec | None = None) -> list[tuple[int, int]]:
+        """The grids named by ``grids`` (default ``'square'``; see :func:`expand_grids`)."""
+        return expand_grids("square" if grids is None else grids, shape, "grids")
+
+    def __repr__(self) -> str:
+        p, q = self._grid
+        grid = p if p == q else (p, q)
+        return f"BlockGrid(grid={grid!r}, rank={self._rank_repr()})"
+
+    def _label_prefix(self) -> str:
+        return f"grid {self._grid[0]}×{self._grid[1]}"
 
 
-# --- budget matching ---------------------------------------------------------------------------
+STRUCTURE_TYPES: tuple[type[Structure], ...] = (Global, DiagonalBlocks, BlockGrid)
 
-GridSpec = Literal["square", "all", "pow2"] | Iterable[int | tuple[int, int]]
+
+def structure_type(family: str | type[Structure]) -> type[Structure]:
+    """The structure class for a family name (``'global'``, ``'diagonal'``, ``'grid'``) or class.
+
+    Examples
+    --------
+    >>> structure_type("grid")
+    <class 'lowrank_blocks.structures.BlockGrid'>
+    """
+    if isinstance(family, type) and issubclass(family, Structure) and family is not Structure:
+        return family
+    for cls in STRUCTURE_TYPES:
+        if family in (cls.family, cls.paper_name, cls.__name__):
+            return cls
+    allowed = ", ".join(repr(c.family) for c in STRUCTURE_TYPES)
+    raise ValueError(f"family={family!r} is not allowed; use one of {allowed} (or the class)")
+
+
+def structure_types(families: object, name: str = "families") -> tuple[type[Structure], ...]:
+    """Structure classes from a sequence of family names or classes (duplicates dropped)."""
+    if isinstance(families, (str, type)):
+        families = [families]
+    try:
+        values = list(families)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"{name}={families!r} must be a sequence of family names or structure classes"
+        ) from None
+    if not values:
+        allowed = ", ".join(repr(c.family) for c in STRUCTURE_TYPES)
+        raise ValueError(f"{name} is empty; give at least one of {allowed}")
+    out = []
+    for f in values:
+        try:
+            out.append(structure_type(f))
+        except ValueError:
+            allowed = ", ".join(repr(c.family) for c in STRUCTURE_TYPES)
+            raise ValueError(f"{name} contains {f!r}; allowed: {allowed}") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _check_grid(grid: object, what: str) -> tuple[int, int]:
+    if isinstance(grid, np.ndarray) and grid.ndim == 0:
+        grid = grid.item()
+    if isinstance(grid, Iterable) and not isinstance(grid, (str, bytes)):
+        pair = tuple(grid)
+        if len(pair) != 2:
+            raise ValueError(f"{what}={grid!r} must be an integer K or a pair (p, q)")
+        p = as_int(pair[0], f"{what}[0]", minimum=1)
+        q = as_int(pair[1], f"{what}[1]", minimum=1)
+    else:
+        p = q = as_int(grid, what, minimum=1)
+    if max(p, q) > MAX_PARTS:
+        raise ValueError(
+            f"{what}={grid!r} is too large; at most {MAX_PARTS} parts per side are allowed"
+        )
+    return p, q
 
 
 def expand_grids(grids: GridSpec, shape: tuple[int, int], what: str = "grids") -> list[tuple[int, int]]:
@@ -482,23 +538,29 @@ def expand_grids(grids: GridSpec, shape: tuple[int, int], what: str = "grids") -
     >>> expand_grids([2, (1, 3), 2], (6, 6))
     [(2, 2), (1, 3)]
     """
-    m, n = _check_shape(shape)
+    m, n = check_shape(shape)
     if isinstance(grids, str):
         if grids == "all":
+            if m * n > 1 << 22:
+                raise ValueError(
+                    f"{what}='all' names {m * n:,} grids for a {m} × {n} matrix; at most "
+                    f"{1 << 22:,} are allowed (use 'pow2' or a list)"
+                )
             return [(p, q) for p in range(1, m + 1) for q in range(1, n + 1)]
         if grids == "square":
             return [(k, k) for k in range(1, min(m, n) + 1)]
         if grids == "pow2":
-            def powers(limit: int) -> list[int]:
-                return [2**e for e in range(limit.bit_length())]
-
-            return [(p, q) for p in powers(m) for q in powers(n)]
+            return [(2**a, 2**b) for a in range(m.bit_length()) for b in range(n.bit_length())]
         raise ValueError(
             f"{what}={grids!r} is not allowed; use 'all', 'square', 'pow2' or a list of grids"
         )
+    if isinstance(grids, (bytes, int, np.integer)) or not isinstance(grids, Iterable):
+        raise TypeError(
+            f"{what}={grids!r} must be 'all', 'square', 'pow2' or a list of K or (p, q)"
+        )
     out = []
     for g in grids:
-        p, q = BlockGrid(g, 1).grid
+        p, q = _check_grid(g, f"{what} entry")
         if p > m or q > n:
             raise ValueError(
                 f"{what} contains {g!r}, which does not fit a {m} × {n} matrix; "
@@ -508,180 +570,3 @@ def expand_grids(grids: GridSpec, shape: tuple[int, int], what: str = "grids") -
     if not out:
         raise ValueError(f"{what} is empty; give at least one grid")
     return list(dict.fromkeys(out))
-
-
-def _grid_candidates(
-    family: str, shape: tuple[int, int], grids: GridSpec
-) -> list[tuple[int, int]]:
-    m, n = shape
-    if family == "global":
-        return [(1, 1)]
-    if family == "diagonal":
-        return [(k, k) for k in range(1, min(m, n) + 1)]
-    return expand_grids(grids, shape)
-
-
-def _rank_unit_cost(family: str, shape: tuple[int, int], grid: tuple[int, int]) -> int:
-    """Parameters per unit of uniform rank: ``m + n`` (global, diagonal), ``q m + p n`` (grid)."""
-    m, n = shape
-    p, q = grid
-    return m + n if family in ("global", "diagonal") else q * m + p * n
-
-
-def _make(family: str, grid: tuple[int, int], rank: int) -> Structure:
-    if family == "global":
-        return Global(rank)
-    if family == "diagonal":
-        return DiagonalBlocks(grid[0], rank)
-    return BlockGrid(grid, rank)
-
-
-def configurations_at_budget(
-    shape: tuple[int, int],
-    budget: int,
-    *,
-    at_most: bool = False,
-    families: Iterable[str] = FAMILIES,
-    grids: GridSpec = "square",
-) -> list[Structure]:
-    """Every uniform-rank configuration whose parameter count equals (or is at most) ``budget``.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Matrix shape ``(m, n)``.
-    budget : int
-        Parameter budget, a positive integer.
-    at_most : bool, default False
-        ``False``: parameter count exactly ``budget``; ``True``: at most ``budget``.
-    families : iterable of {'global', 'diagonal', 'grid'}
-        Structure families to list.
-    grids : 'square', 'all', 'pow2' or iterable of K or (p, q), default 'square'
-        Block grids searched for the ``'grid'`` family (see :func:`expand_grids`).  Diagonal
-        structures use every ``N <= min(m, n)``.
-
-    Returns
-    -------
-    list of Structure
-        Ordered by family, grid and rank.
-
-    Raises
-    ------
-    ValueError
-        If no configuration meets the budget; the message gives the nearest budgets that do.
-
-    Examples
-    --------
-    >>> configurations_at_budget((28, 28), 224, families=["global", "grid"])
-    [Global(rank=4), BlockGrid(n_blocks=1, rank=4), BlockGrid(n_blocks=2, rank=2), \
-BlockGrid(n_blocks=4, rank=1)]
-    """
-    m, n = _check_shape(shape)
-    budget = _as_int(budget, "budget", minimum=1)
-    families = tuple(families)
-    for fam in families:
-        if fam not in FAMILIES:
-            raise ValueError(f"families contains {fam!r}; allowed: {', '.join(FAMILIES)}")
-    found: list[Structure] = []
-    nearest: set[int] = set()
-    for fam in families:
-        for grid in _grid_candidates(fam, (m, n), grids):
-            p, q = grid
-            max_rank = min(m // p, n // q)  # smallest block side: the floor of the split
-            cost = _rank_unit_cost(fam, (m, n), grid)
-            if at_most:
-                ranks = range(1, min(max_rank, budget // cost) + 1)
-            else:
-                ranks = range(budget // cost, budget // cost + 1) if budget % cost == 0 else []
-                below, above = (budget // cost) * cost, (budget // cost + 1) * cost
-                if 1 <= budget // cost <= max_rank:
-                    nearest.add(below)
-                if budget // cost + 1 <= max_rank:
-                    nearest.add(above)
-                if budget // cost > max_rank >= 1:  # above this grid's largest configuration
-                    nearest.add(max_rank * cost)
-            for r in ranks:
-                if 1 <= r <= max_rank:
-                    found.append(_make(fam, grid, r))
-    if not found:
-        cheapest = min(
-            _rank_unit_cost(f, (m, n), g)
-            for f in families
-            for g in _grid_candidates(f, (m, n), grids)
-        )
-        if budget < cheapest or not nearest:
-            raise ValueError(
-                f"budget={budget} is below the cheapest configuration of {', '.join(families)} "
-                f"for a {m} × {n} matrix ({cheapest} parameters); budgets >= {cheapest} allowed"
-            )
-        lower = max((b for b in nearest if b < budget), default=None)
-        upper = min((b for b in nearest if b > budget), default=None)
-        options = " or ".join(str(b) for b in (lower, upper) if b is not None)
-        raise ValueError(
-            f"no configuration of {', '.join(families)} has exactly budget={budget} parameters "
-            f"for a {m} × {n} matrix; nearest exact budgets: {options} "
-            f"(or pass at_most=True)"
-        )
-    return found
-
-
-class PaperConfigurations(NamedTuple):
-    """The three configurations of the paper's matching rule."""
-
-    lora: Global
-    melora: DiagonalBlocks
-    localized: BlockGrid
-
-
-def paper_rule(rank: int, n_blocks: int) -> PaperConfigurations:
-    """Apply the paper's matching rule ``r_diag = r / N``, ``K = √N``, ``r_block = r / (N √N)``.
-
-    Under this rule MELoRA and Localized LoRA both cost ``2 d r / N`` parameters on a ``d × d``
-    matrix, while LoRA costs ``2 d r``: the rule matches the two local structures to each other,
-    not to LoRA.  (The paper's Table I instead puts all three at 224 parameters; use
-    :func:`configurations_at_budget` for that kind of matching.)
-
-    Parameters
-    ----------
-    rank : int
-        Global LoRA rank ``r``.
-    n_blocks : int
-        Number of diagonal blocks ``N``; must be a perfect square.
-
-    Returns
-    -------
-    PaperConfigurations
-        ``(Global(r), DiagonalBlocks(N, r/N), BlockGrid(√N, r/(N√N)))``.
-
-    Raises
-    ------
-    ValueError
-        If the rule gives no integer ranks or grid.
-
-    Examples
-    --------
-    >>> paper_rule(16, 4)
-    PaperConfigurations(lora=Global(rank=16), melora=DiagonalBlocks(n_blocks=4, rank=4), \
-localized=BlockGrid(n_blocks=2, rank=2))
-    """
-    r = _as_int(rank, "rank", minimum=1)
-    big_n = _as_int(n_blocks, "n_blocks", minimum=1)
-    k = math.isqrt(big_n)
-    if k * k != big_n:
-        raise ValueError(
-            f"n_blocks={big_n} is not a perfect square, so K = √N is not an integer; "
-            f"use N in 1, 4, 9, 16, ..."
-        )
-    if r % big_n:
-        raise ValueError(
-            f"rank={r} is not divisible by n_blocks={big_n}, so r_diag = r/N is not an integer; "
-            f"use a rank that is a multiple of {big_n}"
-        )
-    if r % (big_n * k):
-        raise ValueError(
-            f"rank={r} is not divisible by N√N={big_n * k} (n_blocks={big_n}), so "
-            f"r_block = r/(N√N) is not an integer; use a rank that is a multiple of {big_n * k}"
-        )
-    return PaperConfigurations(
-        Global(r), DiagonalBlocks(big_n, r // big_n), BlockGrid(k, r // (big_n * k))
-    )

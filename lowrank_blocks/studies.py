@@ -17,8 +17,10 @@ import array_api_compat
 import numpy as np
 import pandas as pd
 
-from .linalg import as_matrix, block_groups, stack_blocks, svdvals_stack, to_numpy
-from .structures import FAMILIES, Structure, _as_int
+from ._validate import as_int, check_random_state
+from .budgets import check_budget
+from .spectra import PreparedMatrix, prepare_stack
+from .structures import STRUCTURE_TYPES, Structure, structure_types
 
 __all__ = ["Study", "compare_many", "stack_errors"]
 
@@ -51,6 +53,48 @@ class Study:
         """Errors as a wide table: one row per matrix, one column per configuration."""
         return self.per_matrix.pivot(index="matrix", columns="config", values="error")
 
+    def difference(self, a: str, b: str) -> pd.Series:
+        """Paired difference ``error_a − error_b`` over the matrices that have both.
+
+        In the direction asked, whichever order the pair is stored in ``paired``: ``mean_diff``,
+        ``median_diff``, the bootstrap interval ``ci_low``/``ci_high``, ``a_better`` (share
+        of matrices where ``a`` has the smaller error) and ``n_matrices``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from lowrank_blocks import BlockGrid, Global, compare_many
+        >>> X = np.random.default_rng(0).standard_normal((20, 8, 8))
+        >>> s = compare_many(X, structures=[Global(2), BlockGrid(2, 1)], progress=False)
+        >>> a, b = s.summary.index
+        >>> bool(s.difference(a, b)["mean_diff"] == -s.difference(b, a)["mean_diff"])
+        True
+        """
+        configs = list(self.summary.index)
+        for name in (a, b):
+            if name not in configs:
+                raise ValueError(f"{name!r} is not a configuration of this study; "
+                                 f"allowed: {', '.join(map(repr, configs))}")
+        if a == b:
+            raise ValueError(f"a and b are both {a!r}; give two different configurations")
+        match = self.paired[(self.paired["a"] == a) & (self.paired["b"] == b)]
+        if len(match):
+            return match.iloc[0]
+        match = self.paired[(self.paired["a"] == b) & (self.paired["b"] == a)]
+        if not len(match):
+            raise ValueError(f"{a!r} and {b!r} have no matrix in common")
+        row = match.iloc[0]
+        wide = self.errors()
+        diff = (wide[a] - wide[b]).dropna().to_numpy()
+        return pd.Series({"a": a, "b": b, "mean_diff": -row["mean_diff"],
+                          "median_diff": -row["median_diff"], "ci_low": -row["ci_high"],
+                          "ci_high": -row["ci_low"], "a_better": float(np.mean(diff < 0)),
+                          "n_matrices": row["n_matrices"]})
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (matrix, configuration): :attr:`per_matrix`."""
+        return self.per_matrix
+
     def __repr__(self) -> str:
         return f"Study(budget={self.budget}, n_matrices={self.per_matrix['matrix'].nunique()})\n" + (
             self.summary.to_string()
@@ -71,50 +115,9 @@ def stack_errors(matrices: Any, structure: Structure) -> np.ndarray:
     >>> stack_errors(X, BlockGrid(2, 1)).round(4).tolist()
     [0.7071, 0.0]
     """
-    if not array_api_compat.is_array_api_obj(matrices):
-        matrices = np.asarray(matrices)
-    if len(matrices.shape) != 3:
-        raise ValueError(
-            f"matrices must be a stack of shape (N, m, n); got shape {tuple(matrices.shape)}"
-        )
-    n_mat, m, n = (int(d) for d in matrices.shape)
-    if n_mat == 0:
-        raise ValueError("matrices is empty; give at least one matrix")
-    # Validate dtype and finiteness once on the flattened stack (a 2-D view).
-    X, xp = as_matrix(xp_reshape(matrices, (n_mat * m, n)), name="matrices")
-    X = xp.reshape(X, (n_mat, m, n))
-    amax = to_numpy(xp.max(xp.abs(xp.reshape(X, (n_mat, m * n))), axis=1)).astype(np.float64)
-    # As linalg.power_of_two_scale, per matrix: maximum in [1, 2), no overflow.
-    scale = np.where(amax > 0, np.ldexp(1.0, np.frexp(np.where(amax > 0, amax, 1.0))[1] - 1), 1.0)
-    X = X / xp.asarray(scale[:, None, None], dtype=X.dtype, device=array_api_compat.device(X))
-    part = structure.partition((m, n))
-    ranks = np.array(structure.block_ranks((m, n)))
-    blocks = structure.blocks
-    err_sq = np.zeros(n_mat)
-    for positions in block_groups(part, blocks).values():
-        S = to_numpy(svdvals_stack(stack_blocks(X, part, [blocks[k] for k in positions], xp), xp))
-        sq = S.astype(np.float64) ** 2  # (N, g, k)
-        for g, k in enumerate(positions):
-            err_sq += sq[:, g, ranks[k]:].sum(axis=1)
-    sq_all = X * X
-    total = np.zeros(n_mat)
-    active = set(blocks)
-    for i in range(part.grid[0]):
-        for j in range(part.grid[1]):
-            rs, cs = part.block_slices(i, j)
-            e = to_numpy(xp.sum(xp.reshape(sq_all[:, rs, cs], (n_mat, -1)), axis=1))
-            e = e.astype(np.float64)
-            total += e
-            if (i, j) not in active:
-                err_sq += e
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(total > 0, np.sqrt(np.clip(err_sq / np.where(total > 0, total, 1), 0, 1)), 0.0)
-    return rel
-
-
-def xp_reshape(x: Any, shape: tuple[int, ...]) -> Any:
-    xp = array_api_compat.array_namespace(x)
-    return xp.reshape(x, shape)
+    prep = prepare_stack(matrices)
+    ranks = np.array(structure.block_ranks(prep.shape), dtype=np.int64)
+    return np.asarray(prep.spectra(structure.grid, structure.blocks).errors(ranks))
 
 
 def _label(structure: Structure) -> str:
@@ -128,7 +131,7 @@ def compare_many(
     budget: int | None = None,
     *,
     structures: Sequence[Structure] | None = None,
-    families: Sequence[str] = FAMILIES,
+    families: Sequence[Any] = STRUCTURE_TYPES,
     grids: Any = None,
     diagonal: Any = None,
     allocation: str = "uniform",
@@ -181,16 +184,23 @@ def compare_many(
     """
     from tqdm.auto import tqdm
 
-    n_boot = _as_int(n_boot, "n_boot", minimum=1)
-    if not 0.0 < float(confidence) < 1.0:
-        raise ValueError(f"confidence={confidence!r} is not allowed; it must be in (0, 1)")
+    n_boot = as_int(n_boot, "n_boot", minimum=1)
+    if n_boot > 1_000_000:
+        raise ValueError(f"n_boot={n_boot} is too many; at most 1,000,000 resamples are allowed")
+    confidence = _check_confidence(confidence)
+    check_random_state(random_state)
+    types = structure_types(families)
     if budget is not None:
-        budget = _as_int(budget, "budget", minimum=1)
+        budget = check_budget(budget)
     if structures is None and budget is None:
         raise ValueError("give budget=... (search per family) or structures=[...] (fixed)")
     rows: list[dict[str, Any]] = []
-    is_stack = array_api_compat.is_array_api_obj(matrices) and len(matrices.shape) == 3
+    is_stack = isinstance(matrices, PreparedMatrix) or (
+        array_api_compat.is_array_api_obj(matrices) and len(matrices.shape) == 3
+    )
     if structures is not None:
+        if isinstance(structures, Structure):
+            raise TypeError("structures must be a list of structures, not a single one")
         structures = list(structures)
         if not structures:
             raise ValueError("structures is empty; give at least one structure")
@@ -199,89 +209,105 @@ def compare_many(
                 raise TypeError(f"structures contains {s!r}, which is not a Structure")
         if len(set(structures)) != len(structures):
             raise ValueError("structures contains the same structure twice; give each once")
-    if structures is None and is_stack and allocation == "uniform" and method == "exact":
-        rows = _best_uniform_rows(matrices, budget, families, grids, diagonal)  # type: ignore[arg-type]
-    elif structures is not None and is_stack:
-        m, n = int(matrices.shape[1]), int(matrices.shape[2])
-        for s in structures:
-            _check_budget(s, (m, n), budget)
-            errs = stack_errors(matrices, s)
-            rows.extend(
-                {"matrix": k, "config": _label(s), "structure": s.family,
-                 "n_params": s.n_params((m, n)), "error": float(e)}
-                for k, e in enumerate(errs)
-            )
+    if is_stack:
+        prep = prepare_stack(matrices)
+        if structures is None and allocation == "uniform" and method == "exact":
+            rows = _best_uniform_rows(prep, budget, types, grids, diagonal)  # type: ignore[arg-type]
+            return _summarise(pd.DataFrame(rows), budget, n_boot, confidence, random_state)
+        if structures is not None:
+            for s in structures:
+                _check_budget(s, prep.shape, budget)
+                ranks = np.array(s.block_ranks(prep.shape), dtype=np.int64)
+                errs = np.asarray(prep.spectra(s.grid, s.blocks).errors(ranks))
+                rows.extend(
+                    {"matrix": k, "config": _label(s), "family": s.family,
+                     "n_params": s.n_params(prep.shape), "error": float(e)}
+                    for k, e in enumerate(errs)
+                )
+            return _summarise(pd.DataFrame(rows), budget, n_boot, confidence, random_state)
+        data = prep.data
+        iterable: Any = (data[k] for k in range(int(data.shape[0])))
+        total: int | None = int(data.shape[0])
     else:
-        from .approximate import approximate
-        from .surfaces import error_vs_budget
+        iterable, total = matrices, _len_or_none(matrices)
+    from .approximate import approximate
+    from .search import error_vs_budget
 
-        iterable = matrices if not is_stack else (matrices[k] for k in range(matrices.shape[0]))
-        total = int(matrices.shape[0]) if is_stack else _len_or_none(matrices)
-        bar = tqdm(iterable, total=total, disable=None if progress else True, desc="matrices")
-        for k, W in enumerate(bar):
-            if structures is not None:
-                for s in structures:
-                    shape = (int(W.shape[0]), int(W.shape[1]))
-                    _check_budget(s, shape, budget)
-                    rows.append({"matrix": k, "config": _label(s), "structure": s.family,
-                                 "n_params": s.n_params(shape),
-                                 "error": approximate(W, s).error})
-            else:
-                curve = error_vs_budget(W, [budget], families=families, grids=grids,
-                                        diagonal=diagonal,
-                                        allocation=allocation, method=method)
-                for r in curve.itertuples():
-                    rows.append({"matrix": k, "config": f"{r.method}: best {r.allocation}",
-                                 "structure": r.structure, "n_params": int(r.n_params),
-                                 "error": float(r.error), "grid": r.grid})
+    bar = tqdm(iterable, total=total, disable=None if progress else True, desc="matrices")
+    for k, W in enumerate(bar):
+        if structures is not None:
+            for s in structures:
+                shape = (int(W.shape[0]), int(W.shape[1]))
+                _check_budget(s, shape, budget)
+                rows.append({"matrix": k, "config": _label(s), "family": s.family,
+                             "n_params": s.n_params(shape), "error": approximate(W, s).error})
+        else:
+            curve = error_vs_budget(W, [budget], families=types, grids=grids,
+                                    diagonal=diagonal, allocation=allocation, method=method)
+            for pt in curve.points:
+                rows.append({"matrix": k,
+                             "config": f"{pt.structure.paper_name}: best {pt.allocation}",
+                             "family": pt.structure.family, "n_params": pt.n_params,
+                             "error": pt.error, "grid": pt.structure.grid_label})
     if not rows:
         raise ValueError("matrices is empty; give at least one matrix")
     per_matrix = pd.DataFrame(rows)
     return _summarise(per_matrix, budget, n_boot, confidence, random_state)
 
 
+def _check_confidence(confidence: object) -> float:
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(
+        confidence, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"confidence={confidence!r} must be a number in (0, 1), e.g. 0.95")
+    value = float(confidence)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"confidence={confidence!r} is not allowed; it must be in (0, 1)")
+    return value
+
+
 def _best_uniform_rows(
-    matrices: Any, budget: int, families: Sequence[str], grids: Any, diagonal: Any
+    prep: PreparedMatrix, budget: int, types: Sequence[type[Structure]], grids: Any,
+    diagonal: Any,
 ) -> list[dict[str, Any]]:
     """Budget mode on a stack, batched: every candidate's errors for all matrices at once.
 
     For each family and grid the largest uniform rank within the budget is the only candidate
-    worth computing (errors fall with rank); the best over grids is taken per matrix.
+    worth computing (errors fall with rank); the best over grids is taken per matrix.  The
+    spectra of a grid are computed once and shared by the families.
     """
-    from .structures import configurations_at_budget, expand_grids
-    from .surfaces import _default_grids
+    from .search import _jobs, default_grids
 
-    m, n = int(matrices.shape[1]), int(matrices.shape[2])
-    default = _default_grids((m, n))
-    grid_list = expand_grids(default if grids is None else grids, (m, n))
-    diag_list = expand_grids(default if diagonal is None else diagonal, (m, n), "diagonal")
+    shape = prep.shape
+    grids = default_grids(shape) if grids is None else grids
+    diagonal = default_grids(shape) if diagonal is None else diagonal
     rows: list[dict[str, Any]] = []
-    for family in families:
-        try:
-            listed = configurations_at_budget(
-                (m, n), budget, at_most=True, families=[family], grids=grid_list
-            )
-        except ValueError:  # the budget is below every configuration of this family
-            continue
-        if family == "diagonal":  # same diagonal block counts as error_vs_budget
-            listed = [c for c in listed if c.grid in diag_list]
-        top: dict[tuple[int, int], Structure] = {}
-        for c in listed:  # ranks ascend within a grid: keep the last (largest)
-            top[c.grid] = c
-        candidates = list(top.values())
+    by_family: dict[type[Structure], list[Structure]] = {}
+    for job in _jobs(shape, types, grids, diagonal):
+        unit = job.unit
+        r = min(unit.max_uniform_rank(shape), budget // unit.unit_cost(shape))
+        if r >= 1:
+            by_family.setdefault(job.cls, []).append(unit.with_rank(r))
+    for cls in types:
+        candidates = by_family.get(cls, [])
         if not candidates:
             continue
-        errs = np.stack([stack_errors(matrices, c) for c in candidates])  # (n_candidates, N)
+        errs = np.stack([
+            np.asarray(prep.spectra(c.grid, c.blocks).errors(
+                np.array(c.block_ranks(shape), dtype=np.int64)))
+            for c in candidates
+        ])  # (n_candidates, N)
         pick = np.argmin(errs, axis=0)
         for k in range(errs.shape[1]):
             c = candidates[pick[k]]
             rows.append({"matrix": k, "config": f"{c.paper_name}: best uniform",
-                         "structure": family, "n_params": c.n_params((m, n)),
-                         "error": float(errs[pick[k], k]), "grid": f"{c.grid[0]}×{c.grid[1]}"})
+                         "family": cls.family, "n_params": c.n_params(shape),
+                         "error": float(errs[pick[k], k]), "grid": c.grid_label})
     if not rows:
+        names = ", ".join(c.family for c in types)
         raise ValueError(
-            f"budget={budget} is below the cheapest configuration of {', '.join(families)} "
-            f"for {m} × {n} matrices"
+            f"budget={budget} is below the cheapest configuration of {names} for "
+            f"{shape[0]} × {shape[1]} matrices"
         )
     return rows
 

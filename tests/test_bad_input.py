@@ -52,7 +52,7 @@ def test_all_zero_per_block_ranks():
 def test_rank_above_smallest_block():
     with pytest.raises(
         ValueError,
-        match=r"rank=8 exceeds the smallest block \(7 × 7\) of BlockGrid\(n_blocks=4, rank=8\) "
+        match=r"rank=8 exceeds the smallest block \(7 × 7\) of BlockGrid\(grid=4, rank=8\) "
         r"on a 28 × 28 matrix; ranks from 1 to 7 are allowed",
     ):
         approximate(W, BlockGrid(4, 8))
@@ -78,9 +78,9 @@ def test_more_blocks_than_rows_or_columns():
 
 
 def test_per_block_rank_list_of_wrong_length():
-    with pytest.raises(ValueError, match=r"rank has 3 entries but BlockGrid has 4 blocks"):
+    with pytest.raises(ValueError, match=r"rank has 3 entries but BlockGrid on a 2 × 2 grid has 4 blocks"):
         BlockGrid(2, [1, 2, 3])
-    with pytest.raises(ValueError, match=r"rank has 2 entries but DiagonalBlocks has 3 blocks"):
+    with pytest.raises(ValueError, match=r"rank has 2 entries but DiagonalBlocks on a 3 × 3 grid has 3 blocks"):
         DiagonalBlocks(3, [1, 2])
 
 
@@ -121,12 +121,13 @@ def test_structure_of_wrong_type():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"n_blocks": 2.5, "rank": 1}, TypeError, r"n_blocks=2.5 must be an integer, got float"),
-        ({"n_blocks": 0, "rank": 1}, ValueError, r"n_blocks=0 is not allowed; it must be >= 1"),
-        ({"n_blocks": True, "rank": 1}, TypeError, r"n_blocks=True must be an integer, not a bool"),
-        ({"n_blocks": (1, 2, 3), "rank": 1}, ValueError, r"n_blocks=\(1, 2, 3\) must be an integer K or a pair"),
-        ({"n_blocks": 2, "rank": 1.5}, TypeError, r"rank=1.5 must be an integer"),
-        ({"n_blocks": 2, "rank": "2"}, TypeError, r"rank='2' must be an integer"),
+        ({"grid": 2.5, "rank": 1}, TypeError, r"grid=2.5 must be an integer, got float"),
+        ({"grid": 0, "rank": 1}, ValueError, r"grid=0 is not allowed; it must be >= 1"),
+        ({"grid": True, "rank": 1}, TypeError, r"grid=True must be an integer, not a bool"),
+        ({"grid": (1, 2, 3), "rank": 1}, ValueError, r"grid=\(1, 2, 3\) must be an integer K or a pair"),
+        ({"grid": 2, "rank": 1.5}, TypeError, r"rank=1.5 must be an integer"),
+        ({"grid": 2, "rank": "2"}, TypeError, r"rank='2' must be an integer"),
+        ({"grid": 10**7, "rank": 1}, ValueError, r"grid=10000000 is too large"),
     ],
 )
 def test_bad_structure_arguments(kwargs, exc, match):
@@ -143,7 +144,7 @@ def test_budget_that_no_configuration_meets():
         configurations_at_budget((28, 28), -5)
     with pytest.raises(TypeError, match=r"budget=224.5 must be an integer"):
         configurations_at_budget((28, 28), 224.5)
-    with pytest.raises(ValueError, match=r"families contains 'lora'; allowed: global, diagonal, grid"):
+    with pytest.raises(ValueError, match=r"families contains 'lora'; allowed: 'global', 'diagonal', 'grid'"):
         configurations_at_budget((28, 28), 224, families=["lora"])
     with pytest.raises(ValueError, match=r"grids='squares' is not allowed"):
         configurations_at_budget((28, 28), 224, grids="squares")

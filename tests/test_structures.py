@@ -64,9 +64,9 @@ def test_partition_reports_ragged_offsets():
 def test_reprs_are_readable():
     assert repr(Global(4)) == "Global(rank=4)"
     assert repr(DiagonalBlocks(4, 4)) == "DiagonalBlocks(n_blocks=4, rank=4)"
-    assert repr(BlockGrid(2, 2)) == "BlockGrid(n_blocks=2, rank=2)"
-    assert repr(BlockGrid((2, 3), 1)) == "BlockGrid(n_blocks=(2, 3), rank=1)"
-    assert repr(BlockGrid(2, [1, 2, 0, 1])) == "BlockGrid(n_blocks=2, rank=[1, 2, 0, 1])"
+    assert repr(BlockGrid(2, 2)) == "BlockGrid(grid=2, rank=2)"
+    assert repr(BlockGrid((2, 3), 1)) == "BlockGrid(grid=(2, 3), rank=1)"
+    assert repr(BlockGrid(2, [1, 2, 0, 1])) == "BlockGrid(grid=2, rank=[1, 2, 0, 1])"
 
 
 def test_structures_are_immutable_and_hashable():

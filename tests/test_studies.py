@@ -62,10 +62,10 @@ def test_budget_mode_uses_best_per_family_and_mixed_shapes():
     mats = [rng.standard_normal((12, 12)), rng.standard_normal((16, 8))]
     study = compare_many(mats, 96, progress=False)
     for k, W in enumerate(mats):
-        curve = error_vs_budget(W, [96], allocation="uniform")
-        got = study.per_matrix[study.per_matrix.matrix == k].set_index("structure")["error"]
+        curve = error_vs_budget(W, [96], allocation="uniform").to_frame()
+        got = study.per_matrix[study.per_matrix.matrix == k].set_index("family")["error"]
         for row in curve.itertuples():
-            assert got[row.structure] == pytest.approx(row.error)
+            assert got[row.family] == pytest.approx(row.error)
     assert (study.per_matrix["n_params"] <= 96).all()
 
 
@@ -99,8 +99,8 @@ def test_budget_mode_batched_stack_equals_per_matrix_search():
     X = np.random.default_rng(4).standard_normal((25, 14, 14))
     batched = compare_many(X, 112, progress=False)
     looped = compare_many(list(X), 112, progress=False)
-    a = batched.per_matrix.sort_values(["matrix", "structure"]).reset_index(drop=True)
-    b = looped.per_matrix.sort_values(["matrix", "structure"]).reset_index(drop=True)
+    a = batched.per_matrix.sort_values(["matrix", "family"]).reset_index(drop=True)
+    b = looped.per_matrix.sort_values(["matrix", "family"]).reset_index(drop=True)
     np.testing.assert_allclose(a["error"], b["error"], rtol=1e-10)
     assert (a["n_params"] == b["n_params"]).all()
     assert (a["grid"] == b["grid"]).all()
@@ -142,3 +142,21 @@ def test_per_block_structures_get_distinct_labels_and_duplicates_are_refused():
     assert len(study.summary) == 2
     with pytest.raises(ValueError, match="same structure twice"):
         compare_many(X, structures=[Global(1), Global(1)], progress=False)
+
+
+def test_difference_is_in_the_direction_asked():
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((30, 8, 8))
+    a, b = Global(2), BlockGrid(2, 1)
+    study = compare_many(X, structures=[a, b], progress=False)
+    names = list(study.summary.index)
+    wide = study.errors()
+    for first, second in (names, names[::-1]):
+        d = study.difference(first, second)
+        diff = (wide[first] - wide[second]).to_numpy()  # independent: from the per-matrix table
+        assert d["mean_diff"] == pytest.approx(diff.mean(), rel=1e-12)
+        assert d["median_diff"] == pytest.approx(np.median(diff), rel=1e-12)
+        assert d["a_better"] == pytest.approx(np.mean(diff < 0))
+        assert d["ci_low"] <= d["mean_diff"] <= d["ci_high"]
+    with pytest.raises(ValueError, match="'nope' is not a configuration"):
+        study.difference("nope", names[0])
