@@ -30,6 +30,7 @@ reproduce-fig2: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_surfaces.py --sizes 1024 2048 --repeat 5
 	$(PY) benchmarks/bench_allocation.py
+	$(PY) benchmarks/bench_search.py --sizes 2000
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis

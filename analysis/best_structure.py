@@ -17,33 +17,50 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lowrank_blocks import best_approximation
+from lowrank_blocks import Search, best_approximation
 from lowrank_blocks.datasets import table1_digit
 
 BUDGET = 224
 
+#: The three searches: (label, keyword arguments of best_approximation).
+SEARCHES = [
+    ("uniform rank (paper's setting)", dict(allocation="uniform")),
+    ("per-block ranks, overhead reported", dict(allocation="optimal", count_rank_overhead=False)),
+    ("per-block ranks, overhead charged to the budget",
+     dict(allocation="optimal", count_rank_overhead=True)),
+]
 
-def run(out: Path) -> list[Path]:
+
+def describe(best: Search) -> str:
+    """One line: the structure found, its parameters plus rank integers against the budget."""
+    s = best.structure
+    ranks = "" if s.is_uniform else f" {list(s.rank)}"
+    total = best.n_params + best.rank_overhead
+    return (
+        f"{s.paper_name} {s.label}{ranks}: {best.n_params} params + {best.rank_overhead} rank "
+        f"integers = {total} <= {best.budget}, error {best.error:.4f}"
+    )
+
+
+def run(out: Path, W: np.ndarray | None = None) -> list[Path]:
     """Search, print the table and write it into ``out``; return the paths written."""
-    W = table1_digit()
+    W = table1_digit() if W is None else W
     rows = []
-    for label, kwargs in [
-        ("uniform rank (paper's setting)", dict(allocation="uniform")),
-        ("per-block ranks, overhead reported", dict(allocation="optimal")),
-        ("per-block ranks, overhead charged to the budget",
-         dict(allocation="optimal", count_rank_overhead=True)),
-    ]:
+    for label, kwargs in SEARCHES:
         best = best_approximation(W, BUDGET, **kwargs)
-        factors_error = float(np.linalg.norm(W - best.reconstruct()) / np.linalg.norm(W))
+        recon = np.asarray(best.approximation.reconstruct())
+        factors_error = float(np.linalg.norm(W - recon) / np.linalg.norm(W))
         rows.append({
             "search": label,
+            "family": best.structure.family,
+            "paper_name": best.structure.paper_name,
             "structure": best.structure.label,
-            "grid": f"{best.structure.grid[0]}×{best.structure.grid[1]}",
+            "grid": best.structure.grid_label,
             "n_params": best.n_params,
             "rank_overhead": best.rank_overhead,
             "error": best.error,
             "error_from_factors": factors_error,
-            "configurations_searched": len(best.search),
+            "configurations_searched": len(best.table),
         })
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,18 @@ number in the tables (errors to four decimals):
 * :func:`plot_study`: paired error differences and win rates of a
   :class:`lowrank_blocks.studies.Study`.
 
+Every plotting function takes the toolkit's result objects (:class:`~lowrank_blocks.Surface`,
+:class:`~lowrank_blocks.Curve`, :class:`~lowrank_blocks.Search`, :class:`~lowrank_blocks.Study`)
+or their ``.to_frame()`` tables.  A structure family's name, colour and marker come from its
+class (``Global.paper_name``, ``Global.color``, ``Global.marker`` ...), so every figure of the
+toolkit draws a family the same way; family strings in a table are turned into classes with
+:func:`~lowrank_blocks.structures.structure_type`.
+
 Matplotlib is imported inside the functions only, so ``import lowrank_blocks`` (and importing
 this module) never imports it.  No function calls ``plt.show()``: each returns its Figure or
-Axes for the caller to show or save.  Colours come from the Okabe–Ito colour-blind-safe set and
-are always doubled by markers, line styles or hatches, so the figures survive grayscale printing.
+Axes for the caller to show or save.  The families' colours are from the Okabe–Ito
+colour-blind-safe set and are always doubled by markers, line styles or hatches, so the figures
+survive grayscale printing.
 """
 
 from __future__ import annotations
@@ -31,13 +39,13 @@ import pandas as pd
 
 from .approximate import Approximation
 from .linalg import to_numpy
-from .structures import Structure
+from .search import Curve, Search, Surface
+from .structures import STRUCTURE_TYPES, Structure, structure_type
+from .studies import Study
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from .studies import Study
 
 __all__ = [
     "plot_block_map",
@@ -47,32 +55,13 @@ __all__ = [
     "plot_study",
 ]
 
-# Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
-# deficiency.  Each family keeps one colour and one marker in every figure.
-OKABE_ITO: tuple[str, ...] = (
-    "#0072B2",  # blue
-    "#D55E00",  # vermillion
-    "#009E73",  # bluish green
-    "#E69F00",  # orange
-    "#CC79A7",  # reddish purple
-    "#56B4E9",  # sky blue
-    "#F0E442",  # yellow
-    "#000000",  # black
-)
-_METHOD_STYLE: dict[str, tuple[str, str]] = {
-    "LoRA": ("#0072B2", "o"),
-    "MELoRA": ("#D55E00", "s"),
-    "Localized LoRA": ("#009E73", "^"),
-}
-_FAMILY_METHOD = {"global": "LoRA", "diagonal": "MELoRA", "grid": "Localized LoRA"}
-_FAMILY_NAME = {"global": "global", "diagonal": "diagonal blocks", "grid": "block grid"}
-_EXTRA_MARKERS = ("D", "v", "P", "X", "*", "h")
 _LINESTYLES = ("-", "--", ":", "-.")
 _HATCHES = ("///", "\\\\\\", "...", "xxx", "++", "ooo")
 _ALLOCATION_STYLE = {"uniform": "-", "optimal": "--"}
 _ALLOCATION_LABEL = {"uniform": "uniform rank", "optimal": "optimal per-block ranks"}
 _BOUNDARY_COLOR = "#0072B2"
 _MISSING_HATCH_COLOR = "#9a9a9a"
+_NO_FAMILY_COLOR = "#7f7f7f"  # a study configuration without a structure family
 _NUMERICAL_ZERO = 1e-10  # relative errors below this are zero up to rounding
 
 
@@ -91,13 +80,6 @@ def _pyplot():
     return plt
 
 
-def _method_style(method: str, k: int = 0) -> tuple[str, str]:
-    """Colour and marker of a paper method name (fixed for the three paper methods)."""
-    if method in _METHOD_STYLE:
-        return _METHOD_STYLE[method]
-    return OKABE_ITO[(3 + k) % len(OKABE_ITO)], _EXTRA_MARKERS[k % len(_EXTRA_MARKERS)]
-
-
 def _as_matrix_np(W: Any, name: str = "W") -> np.ndarray:
     """A float64 NumPy copy of a 2-D real matrix of any backend."""
     try:
@@ -111,17 +93,40 @@ def _as_matrix_np(W: Any, name: str = "W") -> np.ndarray:
     return arr
 
 
-def _check_frame(frame: Any, required: Sequence[str], name: str) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame; got {type(frame).__name__}")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{name} lacks the column(s) {', '.join(missing)}; it needs {', '.join(required)}"
+def _as_frame(table: Any, required: Sequence[str], name: str) -> pd.DataFrame:
+    """The table of a result object (``.to_frame()``) or a DataFrame, with ``required`` columns."""
+    if isinstance(table, (Surface, Curve, Search, Study)):
+        table = table.to_frame()
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(
+            f"{name} must be a Surface, Curve or Search (or its .to_frame() DataFrame); "
+            f"got {type(table).__name__}"
         )
-    if frame.empty:
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        hint = ""
+        if "family" in missing and "method" in table.columns:
+            hint = (" (a table of lowrank_blocks 0.1: the family is now in column 'family' and "
+                    "the paper's name in 'paper_name')")
+        raise ValueError(
+            f"{name} lacks the column(s) {', '.join(missing)}; it needs "
+            f"{', '.join(required)}{hint}"
+        )
+    if table.empty:
         raise ValueError(f"{name} is empty; nothing to plot")
-    return frame
+    return table
+
+
+def _family_classes(families: pd.Series) -> pd.Series:
+    """The structure class of every row of a ``family`` column (names or classes)."""
+    classes = {f: structure_type(f) for f in families.unique()}
+    return families.map(classes)
+
+
+def _family_order(cls: type[Structure]) -> tuple[int, str]:
+    """Global, DiagonalBlocks, BlockGrid (the paper's order), then any other family."""
+    known = list(STRUCTURE_TYPES)
+    return (known.index(cls) if cls in known else len(known), cls.family)
 
 
 def _axes_list(axes: Any, n: int, name: str) -> list[Axes]:
@@ -156,13 +161,14 @@ def _log_ticks(axis: Any, mticker: Any) -> None:
     axis.set_minor_formatter(mticker.NullFormatter())
 
 
-def _approx_title(approx: Approximation, heading: str | None = None) -> str:
-    """Panel title of one approximation; numbers formatted exactly as in the tables."""
-    from .surfaces import SearchResult
+def _approx_title(approx: Approximation, found: bool, heading: str | None = None) -> str:
+    """Panel title of one approximation; numbers formatted exactly as in the tables.
 
+    ``found``: the approximation is the winner of a search (:class:`Search`).
+    """
     structure = approx.structure
     lines = []
-    if isinstance(approx, SearchResult):
+    if found:
         lines.append(heading if heading is not None else "Best found")
         lines.append(structure.paper_name)
     else:
@@ -190,7 +196,7 @@ def _draw_block_boundaries(ax: Axes, approx: Approximation) -> None:
 
 def plot_reconstructions(
     W: Any,
-    approximations: Sequence[Approximation],
+    approximations: Sequence[Approximation | Search],
     *,
     titles: Sequence[str] | None = None,
     axes: Sequence[Axes] | None = None,
@@ -206,12 +212,13 @@ def plot_reconstructions(
     ----------
     W : array_like, shape (m, n)
         The original matrix (any backend; copied to NumPy for drawing).
-    approximations : sequence of Approximation
+    approximations : sequence of Approximation or Search
         Results of :func:`lowrank_blocks.approximate` or
-        :func:`lowrank_blocks.best_approximation`, all of ``W``'s shape.
+        :func:`lowrank_blocks.best_approximation` (its ``.approximation`` is drawn, titled
+        "Best found"), all of ``W``'s shape.
     titles : sequence of str, optional
         One heading per approximation, replacing the first title line (the paper's name, or
-        "Best found" for a search result).  The structure, parameter count and error lines are
+        "Best found" for a search).  The structure, parameter count and error lines are
         always added, so the numbers cannot drift from the tables.
     axes : sequence of matplotlib Axes, optional
         ``len(approximations) + 1`` axes (original first).  By default a new figure with one
@@ -242,21 +249,28 @@ def plot_reconstructions(
     """
     plt = _pyplot()
     Wn = _as_matrix_np(W)
-    if isinstance(approximations, Approximation):
+    if isinstance(approximations, (Approximation, Search)):
         approximations = [approximations]
-    approximations = list(approximations)
-    if not approximations:
-        raise ValueError("approximations is empty; give at least one Approximation")
-    for k, approx in enumerate(approximations):
-        if not isinstance(approx, Approximation):
+    given = list(approximations)
+    if not given:
+        raise ValueError("approximations is empty; give at least one Approximation or Search")
+    approximations, found = [], []
+    for k, item in enumerate(given):
+        if isinstance(item, Search):
+            approx = item.approximation
+        elif isinstance(item, Approximation):
+            approx = item
+        else:
             raise TypeError(
-                f"approximations[{k}] is a {type(approx).__name__}, not an Approximation "
-                f"(use lowrank_blocks.approximate or best_approximation)"
+                f"approximations[{k}] is a {type(item).__name__}, not an Approximation or a "
+                f"Search (use lowrank_blocks.approximate or best_approximation)"
             )
         if tuple(approx.shape) != Wn.shape:
             raise ValueError(
                 f"approximations[{k}] has shape {approx.shape}, but W has shape {Wn.shape}"
             )
+        approximations.append(approx)
+        found.append(isinstance(item, Search))
     if titles is not None:
         titles = list(titles)
         if len(titles) != len(approximations):
@@ -266,7 +280,7 @@ def plot_reconstructions(
             )
     n_panels = len(approximations) + 1
     panel_titles = [
-        _approx_title(a, titles[k] if titles is not None else None)
+        _approx_title(a, found[k], titles[k] if titles is not None else None)
         for k, a in enumerate(approximations)
     ]
     if axes is None:
@@ -308,7 +322,7 @@ def plot_reconstructions(
 
 
 def plot_error_vs_budget(
-    curve: pd.DataFrame,
+    curve: Curve | Search | pd.DataFrame,
     *,
     ax: Axes | None = None,
     dense_params: int | None = None,
@@ -317,17 +331,19 @@ def plot_error_vs_budget(
 ) -> Axes:
     """Relative error against parameter budget, one line per family and rank allocation.
 
-    Colours and markers identify the family (LoRA, MELoRA, Localized LoRA); solid lines with
+    Colours and markers identify the family (``cls.color``, ``cls.marker`` of LoRA, MELoRA,
+    Localized LoRA, labelled with ``cls.paper_name``); solid lines with
     filled markers are uniform ranks, dashed lines with open markers optimal per-block ranks.
     When both allocations of a family give the same curve (a single block, as in LoRA), one
     line is drawn and labelled "uniform = optimal".
 
     Parameters
     ----------
-    curve : pandas.DataFrame
-        The table of :func:`lowrank_blocks.error_vs_budget` (columns ``method``,
-        ``allocation``, ``budget``, ``error`` at least).  With ``best_only=False`` the best
-        grid at each budget is drawn.
+    curve : Curve, Search or pandas.DataFrame
+        The result of :func:`lowrank_blocks.error_vs_budget` (or the table of a
+        :func:`~lowrank_blocks.best_approximation` search), or its ``.to_frame()`` (columns
+        ``family``, ``allocation``, ``budget``, ``error`` at least).  With ``best_only=False``
+        the best grid at each budget is drawn.
     ax : matplotlib Axes, optional
         Where to draw; a new figure by default.
     dense_params : int, optional
@@ -356,7 +372,7 @@ def plot_error_vs_budget(
     plt = _pyplot()
     import matplotlib.ticker as mticker
 
-    frame = _check_frame(curve, ["method", "allocation", "budget", "error"], "curve")
+    frame = _as_frame(curve, ["family", "allocation", "budget", "error"], "curve")
     if dense_params is not None:
         if isinstance(dense_params, bool) or not isinstance(dense_params, (int, np.integer)):
             raise TypeError(f"dense_params={dense_params!r} must be an integer (m · n)")
@@ -365,10 +381,11 @@ def plot_error_vs_budget(
     if ax is None:
         _, ax = plt.subplots(figsize=(9.6, 4.6), layout="constrained")
 
-    # One value per (method, allocation, budget): the best grid where several are listed.
+    # One value per (family, allocation, budget): the best grid where several are listed.
     best = (
-        frame.assign(budget=frame["budget"].astype(np.int64), error=frame["error"].astype(float))
-        .groupby(["method", "allocation", "budget"], sort=False)["error"]
+        frame.assign(family=_family_classes(frame["family"]),
+                     budget=frame["budget"].astype(np.int64), error=frame["error"].astype(float))
+        .groupby(["family", "allocation", "budget"], sort=False)["error"]
         .min()
         .reset_index()
     )
@@ -383,17 +400,10 @@ def plot_error_vs_budget(
             floor = None
         else:
             best["error"] = best["error"].clip(lower=floor)
-    known = list(_METHOD_STYLE)
-    methods = sorted(
-        best["method"].unique(), key=lambda mth: (known.index(mth) if mth in known else 99, mth)
-    )
     alloc_order = ["uniform", "optimal"]
-    extra = 0
-    for method in methods:
-        color, marker = _method_style(method, extra)
-        if method not in _METHOD_STYLE:
-            extra += 1
-        sub = best[best["method"] == method]
+    for cls in sorted(best["family"].unique(), key=_family_order):
+        color, marker, name = cls.color, cls.marker, cls.paper_name
+        sub = best[best["family"] == cls]
         allocs = sorted(
             sub["allocation"].unique(),
             key=lambda a: (alloc_order.index(a) if a in alloc_order else 99, a),
@@ -413,7 +423,7 @@ def plot_error_vs_budget(
             # steps-post: the best error within a budget holds until the next budget listed
             ax.plot(s["budget"], s["error"], color=color, marker=marker, linestyle="-",
                     drawstyle="steps-post", markersize=5.5, linewidth=1.8,
-                    label=f"{method}, uniform = optimal")
+                    label=f"{name}, uniform = optimal")
             continue
         for k, a in enumerate(allocs):
             s = series[a]
@@ -423,7 +433,7 @@ def plot_error_vs_budget(
                 s["budget"], s["error"], color=color, marker=marker, linestyle=ls,
                 drawstyle="steps-post", markersize=5.5, linewidth=1.8,
                 markerfacecolor=color if filled else "white", markeredgewidth=1.2,
-                label=f"{method}, {_ALLOCATION_LABEL.get(a, a)}",
+                label=f"{name}, {_ALLOCATION_LABEL.get(a, a)}",
             )
     if logx:
         ax.set_xscale("log")
@@ -462,9 +472,9 @@ def plot_error_vs_budget(
 
 
 def plot_error_surface(
-    surface: pd.DataFrame,
+    surface: Surface | pd.DataFrame,
     *,
-    structure: str = "grid",
+    family: str | type[Structure] = "grid",
     ax: Axes | None = None,
     budgets: Sequence[int] | None = None,
     dense_params: int | None = None,
@@ -479,11 +489,13 @@ def plot_error_surface(
 
     Parameters
     ----------
-    surface : pandas.DataFrame
-        The table of :func:`lowrank_blocks.error_surface` (columns ``structure``, ``grid``,
-        ``p``, ``q``, ``rank``, ``n_params``, ``error``).
-    structure : {'grid', 'diagonal', 'global'}, default 'grid'
-        Which family's rows to draw.
+    surface : Surface or pandas.DataFrame
+        The result of :func:`lowrank_blocks.error_surface`, or its ``.to_frame()`` (columns
+        ``family``, ``grid``, ``rank``, ``n_params``, ``error``; ``p`` and ``q`` order the
+        grids when present).
+    family : {'grid', 'diagonal', 'global'} or structure class, default 'grid'
+        Which family's rows to draw (a family name, paper name or class, as
+        :func:`~lowrank_blocks.structures.structure_type` takes).
     ax : matplotlib Axes, optional
         Where to draw; a new figure by default.
     budgets : sequence of int, optional
@@ -517,11 +529,13 @@ def plot_error_surface(
     from matplotlib.patches import Patch, Rectangle
     from matplotlib.transforms import offset_copy
 
-    frame = _check_frame(surface, ["structure", "grid", "rank", "n_params", "error"], "surface")
-    available = sorted(frame["structure"].astype(str).unique())
-    if structure not in available:
+    frame = _as_frame(surface, ["family", "grid", "rank", "n_params", "error"], "surface")
+    cls = structure_type(family)
+    classes = _family_classes(frame["family"])
+    if not (classes == cls).any():
+        available = ", ".join(repr(c.family) for c in sorted(set(classes), key=_family_order))
         raise ValueError(
-            f"structure={structure!r} has no rows in surface; available: {', '.join(available)}"
+            f"family={family!r} has no rows in surface; available: {available}"
         )
     if budgets is None:
         budget_list: list[int] = []
@@ -534,7 +548,7 @@ def plot_error_surface(
             raise TypeError(f"budgets[{k}]={budget!r} must be an integer")
         if budget < 1:
             raise ValueError(f"budgets[{k}]={budget} must be a positive integer")
-    sub = frame[frame["structure"] == structure].copy()
+    sub = frame[classes == cls].copy()
     sub["rank"] = sub["rank"].astype(np.int64)
     if "p" in sub.columns and "q" in sub.columns:
         order = sub.drop_duplicates("grid").sort_values(["p", "q"])["grid"].tolist()
@@ -585,12 +599,8 @@ def plot_error_surface(
     tick_size = 9 if max(n_rows, n_cols) <= 20 else 8 if max(n_rows, n_cols) <= 32 else 7
     ax.tick_params(labelsize=tick_size)
     ax.set_xlabel("rank per block", fontsize=11)
-    ylabel = {"grid": "grid (p × q)", "diagonal": "diagonal blocks (N × N)",
-              "global": "global"}.get(structure, "grid")
-    ax.set_ylabel(ylabel, fontsize=11)
-    method = _FAMILY_METHOD.get(structure, structure)
-    ax.set_title(f"{method} ({_FAMILY_NAME.get(structure, structure)}): relative error",
-                 fontsize=12)
+    ax.set_ylabel(cls.grid_axis, fontsize=11)
+    ax.set_title(f"{cls.paper_name} ({cls.description}): relative error", fontsize=12)
 
     annotated = bool(annotate) and n_rows <= 12 and n_cols <= 16
     handles = [Patch(facecolor="white", edgecolor=_MISSING_HATCH_COLOR, hatch="///",
@@ -895,8 +905,6 @@ def plot_study(
     >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     plt = _pyplot()
-    from .studies import Study
-
     if not isinstance(study, Study):
         raise TypeError(
             f"study must be a lowrank_blocks.studies.Study (from compare_many); "
@@ -968,20 +976,16 @@ def plot_study(
                        ncol=1, framealpha=0.95, handlelength=2.6)
 
     # -- right: win rates --
-    family = study.per_matrix.drop_duplicates("config").set_index("config")["structure"]
+    per_config = study.per_matrix.drop_duplicates("config").set_index("config")
+    family = per_config["family"] if "family" in per_config.columns else pd.Series(dtype=object)
     n_rows = len(configs)
     ypos = np.arange(n_rows)
     n_mat = summary["n_matrices"].astype(float).clip(lower=1).to_numpy()
     win = summary["win_rate"].to_numpy(dtype=float)
     tie = summary["ties"].to_numpy(dtype=float) / n_mat
-    extra = 0
     for k, config in enumerate(configs):
-        method = _FAMILY_METHOD.get(str(family.get(config, "")), "")
-        if method:
-            color = _METHOD_STYLE[method][0]
-        else:
-            color = OKABE_ITO[(3 + extra) % len(OKABE_ITO)]
-            extra += 1
+        name = family.get(config)
+        color = structure_type(name).color if isinstance(name, (str, type)) else _NO_FAMILY_COLOR
         ax_bar.barh(ypos[k], win[k], color=color, edgecolor="black", linewidth=0.8,
                     height=0.6)
         if tie[k] > 0:

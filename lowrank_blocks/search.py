@@ -411,18 +411,46 @@ def _curve_points(
                     points.append(CurvePoint(unit.with_rank(r), "uniform", b, r * unit_cost, 0,
                                              float(errors[r - 1])))
         if "optimal" in allocs:
-            overhead = unit.n_active if unit.n_active > 1 else 0
-            usable = budgets - overhead if count_rank_overhead else budgets.copy()
-            ok = usable >= int(spec.costs.min())
-            if not ok.any():
-                continue
-            ranks, used, errors = spec.allocate(usable[ok])
-            for b, rk, n_used, e in zip(budgets[ok].tolist(), ranks, used.tolist(),
-                                        errors.tolist()):
-                structure = _with_block_ranks(unit, rk, spec)
-                points.append(CurvePoint(structure, "optimal", b,
-                                         structure.n_params(spec.partition.shape), overhead,
-                                         float(e)))
+            points.extend(_optimal_points(job, spec, budgets, count_rank_overhead))
+    return points
+
+
+def _optimal_points(
+    job: _Job, spec: BlockSpectra, budgets: np.ndarray, count_rank_overhead: bool
+) -> list[CurvePoint]:
+    """The exactly optimal per-block ranks of one grid at every budget.
+
+    With the rank integers charged, per-block ranks have ``budget − n_blocks`` parameters
+    while uniform ranks (one integer for all) have the whole budget: the optimum of the
+    charged problem is the better of the two, so it never loses to the uniform allocation.
+    """
+    unit = job.unit
+    shape = spec.partition.shape
+    overhead = unit.n_active if unit.n_active > 1 else 0
+    usable = budgets - overhead if count_rank_overhead else budgets.copy()
+    uniform = spec.uniform_errors()
+    unit_cost = spec.uniform_unit_cost
+    points = []
+    ok = usable >= int(spec.costs.min())
+    per_block = {}
+    if ok.any():
+        ranks, _, errors = spec.allocate(usable[ok])
+        per_block = dict(zip(budgets[ok].tolist(), zip(ranks, errors.tolist())))
+    for b in budgets.tolist():
+        r = min(b // unit_cost, len(uniform))
+        candidate = None
+        if b in per_block:
+            rk, e = per_block[b]
+            structure = _with_block_ranks(unit, rk, spec)
+            candidate = CurvePoint(structure, "optimal", b, structure.n_params(shape),
+                                   overhead, float(e))
+        if count_rank_overhead and r >= 1 and (
+            candidate is None or float(uniform[r - 1]) <= candidate.error
+        ):  # uniform ranks store no per-block integers
+            candidate = CurvePoint(unit.with_rank(r), "optimal", b, r * unit_cost, 0,
+                                   float(uniform[r - 1]))
+        if candidate is not None:
+            points.append(candidate)
     return points
 
 

@@ -63,6 +63,8 @@ class Structure:
         The paper's name: ``'LoRA'``, ``'MELoRA'``, ``'Localized LoRA'``.
     description : str
         A longer name for figure legends.
+    grid_axis : str
+        How the grid is named on a figure axis: ``'grid (p × q)'``, ``'diagonal blocks (N × N)'``.
     color, marker : str
         Plot style shared by every figure of the toolkit.
     """
@@ -71,6 +73,7 @@ class Structure:
     family: ClassVar[str] = ""
     paper_name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    grid_axis: ClassVar[str] = "grid (p × q)"
     color: ClassVar[str] = "#000000"
     marker: ClassVar[str] = "o"
     rank: Rank
@@ -292,6 +295,7 @@ class Global(Structure):
     family: ClassVar[str] = "global"
     paper_name: ClassVar[str] = "LoRA"
     description: ClassVar[str] = "global"
+    grid_axis: ClassVar[str] = "grid (1 × 1)"
     color: ClassVar[str] = "#0072B2"
     marker: ClassVar[str] = "o"
 
@@ -347,6 +351,7 @@ class DiagonalBlocks(Structure):
     family: ClassVar[str] = "diagonal"
     paper_name: ClassVar[str] = "MELoRA"
     description: ClassVar[str] = "diagonal blocks"
+    grid_axis: ClassVar[str] = "diagonal blocks (N × N)"
     color: ClassVar[str] = "#D55E00"
     marker: ClassVar[str] = "s"
     n_blocks: int

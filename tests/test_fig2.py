@@ -17,7 +17,9 @@ from analysis.fig2.mlp import (
     log_softmax,
 )
 from analysis.fig2.sweep import (
+    METHODS,
     Settings,
+    _config_label,
     _select_lr,
     _select_per_budget,
     bridge_table,
@@ -133,7 +135,7 @@ def test_adapter_sizes_match_library_counts():
         adapter = BlockAdapter(s, rng=rng, dtype=np.float32)
         assert adapter.n_params == adapter.theta.size == s.n_params(HIDDEN_SHAPE)
         # closed forms on 64 × 784: 848 r for LoRA and MELoRA, 848 r K for Localized LoRA
-        k = 1 if s.family != "grid" else s.grid[0]
+        k = s.grid[0] if isinstance(s, BlockGrid) else 1
         assert adapter.n_params == 848 * s.rank * k
     for s in SMALL_STRUCTURES:
         adapter = BlockAdapter(s, shape=(10, 20))
@@ -165,8 +167,11 @@ def test_dense_delta_w_gives_the_factored_forward_pass(structure):
         rs, cs = part.block_slices(i, j)
         ref[rs, cs] += B @ A
     np.testing.assert_array_equal(dense, ref)
-    if structure.family == "diagonal":
-        assert np.all(dense[: part.row_offsets[1], part.col_offsets[1] :] == 0)
+    p, q = structure.grid
+    for i in range(p):  # blocks without a factor pair (off-diagonal ones of MELoRA) stay zero
+        for j in range(q):
+            if (i, j) not in structure.blocks:
+                assert np.all(dense[part.block_slices(i, j)] == 0)
 
 
 # --- selection, claims, bridge --------------------------------------------------------------------
@@ -193,6 +198,69 @@ def test_selection_uses_validation_loss_never_test_accuracy():
     }
     best = _select_per_budget(configs)
     assert list(best["structure"]) == ["G2", "G4", "D2b"]
+
+
+def test_records_label_configurations_with_the_structure_labels():
+    assert METHODS == ("LoRA", "MELoRA", "Localized LoRA")
+    assert _config_label(None) == "all parameters"
+    assert [_config_label(s) for s in (Global(4), DiagonalBlocks(2, 4), BlockGrid((2, 4), 1))] == [
+        "global, r=4", "diagonal N=2, r=4", "grid 2×4, r=1"]
+
+
+def _figure_of(monkeypatch, draw):
+    """Run a report function that saves and closes its figure; return the figure instead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", lambda self, *a, **k: None)
+    draw()
+    fig = plt.gcf()
+    monkeypatch.undo()
+    return fig
+
+
+def test_figures_use_the_structure_classes_style(monkeypatch):
+    # Fig. 2 draws each method in its structure class's colour and marker, as the figures of
+    # lowrank_blocks.plotting do: one plot style for the whole project.
+    from types import SimpleNamespace
+
+    from matplotlib.colors import to_rgba
+
+    from analysis.fig2.report import plot_bridge, plot_fig2
+
+    table = _table([
+        ("LoRA", "global, r=2", 1696, 9.0),
+        ("LoRA", "global, r=4", 3392, 6.0),
+        ("MELoRA", "diagonal N=2, r=2", 1696, 8.0),
+        ("Localized LoRA", "grid 2×2, r=2", 3392, 2.5),
+    ]).assign(n_seeds=1)
+    results = SimpleNamespace(table=table, full={"test_accuracy_mean": 97.0,
+                                                 "test_accuracy_std": 0.1})
+    fig = _figure_of(monkeypatch, lambda: plot_fig2(results, "unused.png"))
+    ax = fig.axes[0]
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: the data line
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(METHODS)
+    for cls in (Global, DiagonalBlocks, BlockGrid):
+        line = lines[cls.paper_name]
+        assert to_rgba(line.get_color()) == to_rgba(cls.color)
+        assert line.get_marker() == cls.marker
+    annotations = {t.get_text(): to_rgba(t.get_color()) for t in ax.texts}
+    assert annotations["grid 2×2, r=2"] == to_rgba(BlockGrid.color)
+
+    bridge = table.assign(dw_error=[0.5, 0.4, 0.6, 0.3], test_accuracy=[90.0, 92, 89, 95])
+    fig = _figure_of(monkeypatch, lambda: plot_bridge(SimpleNamespace(bridge=bridge), "x.png"))
+    left, right = fig.axes
+    for cls in (Global, DiagonalBlocks, BlockGrid):
+        line = next(li for li in left.lines if li.get_label() == cls.paper_name)
+        assert to_rgba(line.get_color()) == to_rgba(cls.color)
+        points = next(c for c in right.collections if c.get_label() == cls.paper_name)
+        assert tuple(points.get_facecolor()[0]) == to_rgba(cls.color)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def _table(rows):
@@ -279,8 +347,14 @@ def test_quick_sweep_writes_results(tmp_path):
     np.testing.assert_allclose(
         table["drop_mean"], results.full["test_accuracy_mean"] - table["test_accuracy_mean"]
     )
+    assert set(table["config"]) == {"global, r=4", "diagonal N=2, r=4", "grid 2×2, r=2"}
     bridge = pd.read_csv(tmp_path / "fig2_bridge.csv")
     assert len(bridge) == 3 and bridge["dw_error"].between(0, 1).all()
+    # ΔW under error_vs_budget: the Curve's frame, rank integers charged to the budget
+    curve = results.curve
+    assert set(curve["paper_name"]) == set(METHODS) and set(curve["budget"]) == {3392}
+    assert (curve["n_params"] + curve["rank_overhead"] <= curve["budget"]).all()
+    assert "ΔW at the sweep's budgets" in (tmp_path / "fig2_summary.md").read_text()
     # the data split: 2,500 images of 5-9, 500 of them for validation, test digits 5-9 only
     assert results.data_sizes["train"] == 2000 and results.data_sizes["val"] == 500
     runs = results.runs

@@ -23,9 +23,10 @@ import pytest  # noqa: E402
 
 from lowrank_blocks import (  # noqa: E402
     BlockGrid,
+    Curve,
     DiagonalBlocks,
     Global,
-    SearchResult,
+    Search,
     approximate,
     best_approximation,
     compare_many,
@@ -107,10 +108,9 @@ def test_reconstructions_draws_the_block_boundaries():
     assert hlines == [9.5, 18.5] and vlines == [13.5]
 
 
-def test_reconstructions_search_result_title_counts_rank_integers(tmp_path):
+def test_reconstructions_search_title_counts_rank_integers(tmp_path):
     approx = approximate(W28, BlockGrid(2, rank=(3, 1, 0, 2)))
-    fields = {f: getattr(approx, f) for f in Approximation.__dataclass_fields__}
-    found = SearchResult(**fields, budget=approx.n_params)
+    found = Search(approx, budget=172, table=Curve((28, 28), "exact", True, []))
     fig = plot_reconstructions(W28, [found])
     title = fig.axes[1].get_title()
     # Σ r_b (m_b + n_b) = (3 + 1 + 0 + 2) · 28 = 168; four per-block ranks stored.
@@ -121,10 +121,15 @@ def test_reconstructions_search_result_title_counts_rank_integers(tmp_path):
 
 def test_reconstructions_best_approximation_and_custom_titles():
     best = best_approximation(W28[:8, :8], 48)
+    assert isinstance(best, Search) and isinstance(best.approximation, Approximation)
     fig = plot_reconstructions(W28[:8, :8], [best], titles=["my search"])
     title = fig.axes[1].get_title()
     assert title.startswith("my search\n") and f"error {best.error:.4f}" in title
+    assert best.structure.label in title and f"{best.n_params} params" in title
     assert (f"+ {best.rank_overhead} rank ints" in title) == (best.rank_overhead > 0)
+    # A single Search (not in a list) is drawn as well, headed "Best found".
+    fig = plot_reconstructions(W28[:8, :8], best)
+    assert fig.axes[1].get_title().startswith("Best found\n" + best.structure.paper_name)
 
 
 def test_reconstructions_uses_given_axes():
@@ -138,7 +143,7 @@ def test_reconstructions_bad_input():
     approx = approximate(W28, Global(2))
     with pytest.raises(ValueError, match="shape"):
         plot_reconstructions(W28[:20], [approx])
-    with pytest.raises(TypeError, match=r"approximations\[0\]"):
+    with pytest.raises(TypeError, match=r"approximations\[0\] is a Global, not an Approximation"):
         plot_reconstructions(W28, [Global(2)])
     with pytest.raises(ValueError, match="titles"):
         plot_reconstructions(W28, [approx], titles=["a", "b"])
@@ -150,7 +155,9 @@ def test_reconstructions_bad_input():
 
 
 def test_error_vs_budget_lines_labels_and_secondary_axis(tmp_path):
-    curve = error_vs_budget(W28, range(56, 785, 56))
+    # Uncharged rank integers: the per-block allocation differs from the uniform one (charged,
+    # uniform ranks are optimal at every budget of this Gaussian matrix: one line per family).
+    curve = error_vs_budget(W28, range(56, 785, 56), count_rank_overhead=False)
     ax = plot_error_vs_budget(curve, dense_params=28 * 28)
     _assert_drawn(ax.figure, tmp_path, "error_vs_budget")
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -167,10 +174,47 @@ def test_error_vs_budget_lines_labels_and_secondary_axis(tmp_path):
     assert len(secondary) == 1
     # The lines carry the table's values exactly.
     line = next(li for li in ax.lines if li.get_label() == "Localized LoRA, uniform rank")
-    rows = curve[(curve["method"] == "Localized LoRA") & (curve["allocation"] == "uniform")]
+    frame = curve.to_frame()
+    rows = frame[(frame["paper_name"] == "Localized LoRA") & (frame["allocation"] == "uniform")]
     rows = rows.sort_values("budget")
     np.testing.assert_array_equal(line.get_xdata(), rows["budget"].to_numpy())
     np.testing.assert_array_equal(line.get_ydata(), rows["error"].to_numpy())
+
+
+def test_error_vs_budget_takes_the_curve_or_its_frame_and_styles_from_the_classes():
+    curve = error_vs_budget(W28, range(56, 785, 112))
+    from_curve = plot_error_vs_budget(curve)
+    from_frame = plot_error_vs_budget(curve.to_frame())
+    for a, b in zip(from_curve.lines, from_frame.lines, strict=True):
+        assert a.get_label() == b.get_label()
+        np.testing.assert_array_equal(a.get_ydata(), b.get_ydata())
+    # Names, colours and markers are the structure classes' own; the order is the paper's.
+    first = {}
+    for li in from_curve.lines:
+        first.setdefault(li.get_label().split(",")[0], li)
+    assert list(first) == ["LoRA", "MELoRA", "Localized LoRA"]
+    for cls in (Global, DiagonalBlocks, BlockGrid):
+        li = first[cls.paper_name]
+        assert li.get_color() == cls.color and li.get_marker() == cls.marker
+    # The Okabe-Ito colours the figures always had.
+    assert (Global.color, DiagonalBlocks.color, BlockGrid.color) == (
+        "#0072B2", "#D55E00", "#009E73")
+
+
+def test_error_vs_budget_family_column_may_hold_classes_and_one_family():
+    frame = error_vs_budget(W28, [112, 224], families=["grid"],
+                            count_rank_overhead=False).to_frame()
+    ax = plot_error_vs_budget(frame.assign(family=[BlockGrid] * len(frame)), logx=False)
+    assert {li.get_label() for li in ax.lines} == {
+        "Localized LoRA, uniform rank", "Localized LoRA, optimal per-block ranks"}
+
+
+def test_error_vs_budget_search_table():
+    best = best_approximation(W28, 224, grids=[2, 4])
+    ax = plot_error_vs_budget(best)  # the table searched, one budget
+    assert all(li.get_xdata().tolist() == [224] for li in ax.lines)
+    errors = best.to_frame().groupby("paper_name")["error"].min()
+    assert min(li.get_ydata()[0] for li in ax.lines) == errors.min() == best.error
 
 
 def test_error_vs_budget_styles_differ_for_grayscale():
@@ -194,6 +238,18 @@ def test_error_vs_budget_bad_input():
         plot_error_vs_budget(error_surface(W28, grids=[2]))
     with pytest.raises(ValueError, match="dense_params"):
         plot_error_vs_budget(error_vs_budget(W28, [224]), dense_params=0)
+    with pytest.raises(TypeError, match="Curve"):
+        plot_error_vs_budget([1, 2, 3])
+    # A table with the old column names says what changed.
+    old = error_vs_budget(W28, [224]).to_frame().rename(columns={"family": "structure_",
+                                                               "paper_name": "method"})
+    with pytest.raises(ValueError, match="lacks the column.*family.*'paper_name'"):
+        plot_error_vs_budget(old)
+    frame = error_vs_budget(W28, [224]).to_frame()
+    with pytest.raises(ValueError, match="family='blocks' is not allowed"):
+        plot_error_vs_budget(frame.assign(family="blocks"))
+    with pytest.raises(ValueError, match="empty"):
+        plot_error_vs_budget(frame.iloc[:0])
 
 
 # -- error surface -------------------------------------------------------------------------------
@@ -230,7 +286,7 @@ def test_error_surface_annotates_small_maps_only():
     texts = [t.get_text() for t in ax.texts]
     n_cells = int((~np.ma.getmaskarray(ax.images[0].get_array())).sum())
     assert len(texts) == n_cells
-    value = small.query("structure == 'grid' and p == 2 and rank == 2")["error"].iloc[0]
+    value = small.to_frame().query("family == 'grid' and p == 2 and rank == 2")["error"].iloc[0]
     assert f"{value:.4f}" in texts
     big = error_surface(W28, grids=[1, 2, 4])  # 28 rank columns: too many to annotate
     assert not plot_error_surface(big).texts
@@ -240,12 +296,28 @@ def test_error_surface_annotates_small_maps_only():
 def test_error_surface_other_family_given_ax_and_bad_input():
     surface = error_surface(W28, grids=[2, 4], diagonal=[2, 4])
     fig, ax = plt.subplots()
-    assert plot_error_surface(surface, structure="diagonal", ax=ax, budgets=[112]) is ax
-    assert "MELoRA" in ax.get_title()
-    with pytest.raises(ValueError, match="structure='blocks'"):
-        plot_error_surface(surface, structure="blocks")
+    assert plot_error_surface(surface, family="diagonal", ax=ax, budgets=[112]) is ax
+    assert ax.get_title() == "MELoRA (diagonal blocks): relative error"
+    with pytest.raises(ValueError, match="family='blocks' is not allowed"):
+        plot_error_surface(surface, family="blocks")
     with pytest.raises(ValueError, match="budgets"):
         plot_error_surface(surface, budgets=[0])
+    only_grid = error_surface(W28, grids=[2, 4], families=["grid"])
+    with pytest.raises(ValueError, match="family='diagonal' has no rows in surface; available: 'grid'"):
+        plot_error_surface(only_grid, family="diagonal")
+
+
+def test_error_surface_family_as_class_paper_name_or_frame():
+    surface = error_surface(W28, grids=[1, 2, 4], diagonal=[2, 4], max_params=448)
+    by_name = plot_error_surface(surface, family="diagonal")
+    data = by_name.images[0].get_array()
+    for family in (DiagonalBlocks, "MELoRA"):
+        ax = plot_error_surface(surface, family=family)
+        assert ax.get_title() == by_name.get_title()
+        np.testing.assert_array_equal(ax.images[0].get_array(), data)
+    ax = plot_error_surface(surface.to_frame(), family=BlockGrid)
+    assert ax.get_title() == "Localized LoRA (block grid): relative error"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1×1", "2×2", "4×4"]
 
 
 # -- block map -----------------------------------------------------------------------------------
@@ -315,6 +387,12 @@ def test_study_panels_and_legend_numbers(study, tmp_path):
     bars = ax_bar.patches
     widths = sorted(p.get_width() for p in bars)
     assert sorted(study.summary["win_rate"].tolist()) == pytest.approx(widths[-3:])
+    # Each configuration's bar has its family's colour (the structure class's own).
+    from matplotlib.colors import to_rgba
+
+    wins = [p for p in bars if not p.get_hatch()]
+    assert [p.get_facecolor() for p in wins] == [
+        to_rgba(c) for c in (Global.color, DiagonalBlocks.color, BlockGrid.color)]
 
 
 def test_study_reference_filters_pairs(study):

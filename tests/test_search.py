@@ -131,7 +131,8 @@ def test_allocated_ranks_reproduce_curve_error_and_budget():
 
 def test_curve_columns_and_rank_overhead():
     W = RNG.standard_normal((16, 16))
-    curve = error_vs_budget(W, [64, 128], grids=[2, 4], best_only=False).to_frame()
+    curve = error_vs_budget(W, [64, 128], grids=[2, 4], best_only=False,
+                            count_rank_overhead=False).to_frame()
     for col in ("family", "structure", "grid", "allocation", "budget", "n_params", "error", "rank_overhead"):
         assert col in curve.columns
     assert (curve["n_params"] <= curve["budget"]).all()
@@ -479,3 +480,33 @@ def test_families_share_the_grid_spectra(monkeypatch):
     error_surface(W, grids=[2, 4], diagonal=[2, 4])
     # one svdvals per grid (1x1, 2x2, 4x4): the diagonal blocks are read from the grids
     assert sorted(c[-3] if len(c) == 3 else 1 for c in calls) == [1, 4, 16]
+
+
+def test_charged_optimal_is_the_better_of_uniform_and_per_block_and_never_loses_to_uniform():
+    # Independent check: per-block optimum at budget - n_blocks (exhaustive search) against
+    # the best uniform rank at the full budget (explicit SVDs); the curve must give the min.
+    rng = np.random.default_rng(21)
+    for seed in range(6):
+        W = rng.standard_normal((9, 7)) * rng.random((9, 7)) ** 2
+        for grid in [(2, 2), (3, 2)]:
+            unit = BlockGrid(grid, 1)
+            budgets = list(range(20, 80, 7))
+            curve = error_vs_budget(W, budgets, families=["grid"], grids=[grid],
+                                    best_only=False).to_frame()
+            for b in budgets:
+                got = curve[(curve.budget == b) & (curve.allocation == "optimal")]
+                uni = curve[(curve.budget == b) & (curve.allocation == "uniform")]
+                per_block = (exhaustive_allocation(W, grid, unit.blocks, b - unit.n_active)[0]
+                             if b - unit.n_active >= 4 else np.inf)
+                r = min(b // unit.unit_cost(W.shape), unit.max_uniform_rank(W.shape))
+                uniform = (block_svd_reference(W, grid, unit.blocks, [r] * unit.n_active)[1]
+                           if r >= 1 else np.inf)
+                expected = min(per_block, uniform)
+                if not np.isfinite(expected):
+                    assert got.empty
+                    continue
+                assert got["error"].iloc[0] == pytest.approx(expected, rel=1e-10, abs=1e-13)
+                row = got.iloc[0]
+                assert row.n_params + row.rank_overhead <= b
+                if len(uni):
+                    assert row.error <= uni["error"].iloc[0] + 1e-15

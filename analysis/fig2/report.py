@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from lowrank_blocks import BlockGrid, DiagonalBlocks, Global, Structure
+from lowrank_blocks.structures import structure_type
+
 from .mlp import FULL_FINETUNE_PARAMS
 from .sweep import (
     METHODS,
@@ -20,9 +23,12 @@ from .sweep import (
 
 __all__ = ["plot_bridge", "plot_fig2", "summary_markdown", "write_results"]
 
-COLOURS = {"LoRA": "tab:blue", "MELoRA": "tab:orange", "Localized LoRA": "tab:green"}
-MARKERS = {"LoRA": "o", "MELoRA": "s", "Localized LoRA": "^"}
-LABEL_OFFSET = {"LoRA": (7, 5), "MELoRA": (7, 5), "Localized LoRA": (7, -13)}  # points
+# Colours and markers are the structure classes' own (``cls.color``, ``cls.marker``), as in every
+# figure of lowrank_blocks.plotting; a method name is turned into its class with structure_type.
+# Where the configuration labels sit next to the points (points), so that they do not overlap.
+LABEL_OFFSET: dict[type[Structure], tuple[int, int]] = {
+    Global: (7, 5), DiagonalBlocks: (7, 5), BlockGrid: (7, -13),
+}
 
 FILES = ("fig2.png", "fig2_table.csv", "fig2_bridge.csv", "fig2_summary.md")
 
@@ -66,12 +72,13 @@ def plot_fig2(results: Results, path: str | Path) -> None:
         rows = table[table["method"] == method].sort_values("n_params")
         if rows.empty:
             continue
+        cls = structure_type(method)
         ax.errorbar(
             rows["share_percent"],
             rows["drop_mean"],
             yerr=rows["drop_std"],
-            color=COLOURS[method],
-            marker=MARKERS[method],
+            color=cls.color,
+            marker=cls.marker,
             markersize=6,
             linewidth=1.8,
             capsize=3,
@@ -82,9 +89,9 @@ def plot_fig2(results: Results, path: str | Path) -> None:
                 r.config,
                 (r.share_percent, r.drop_mean),
                 textcoords="offset points",
-                xytext=LABEL_OFFSET[method],
+                xytext=LABEL_OFFSET.get(cls, (7, 5)),
                 fontsize=7,
-                color=COLOURS[method],
+                color=cls.color,
             )
     ax.axhline(0.0, color="0.4", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")
@@ -125,19 +132,20 @@ def plot_bridge(results: Results, path: str | Path) -> None:
         rows = bridge[bridge["method"] == method]
         if rows.empty:
             continue
+        cls = structure_type(method)
         best = rows.groupby("n_params")["dw_error"].min()
         left.plot(
             100.0 * best.index / FULL_FINETUNE_PARAMS,
             best.values,
-            marker=MARKERS[method],
-            color=COLOURS[method],
+            marker=cls.marker,
+            color=cls.color,
             label=method,
         )
         right.scatter(
             rows["dw_error"],
             rows["test_accuracy"],
-            marker=MARKERS[method],
-            color=COLOURS[method],
+            marker=cls.marker,
+            color=cls.color,
             label=method,
         )
     left.set_xscale("log")
@@ -281,15 +289,16 @@ def summary_markdown(results: Results) -> str:
         ]
     if len(results.curve):
         c = results.curve
-        wide = c.pivot_table(index="budget", columns=["method", "allocation"], values="error")
+        wide = c.pivot_table(index="budget", columns=["paper_name", "allocation"], values="error")
         wide.columns = [f"{m} ({a})" for m, a in wide.columns]
         lines += [
             "### ΔW at the sweep's budgets with the library's `error_vs_budget` "
             "(`fig2_curve.csv`)",
             "",
             "Best grid per family (K, N ∈ {2, 4, 8, 16}), one rank per block (`uniform`) or "
-            "per-block ranks chosen optimally (`optimal`): how well each structure *could* "
-            "represent the full fine-tuning update at that budget.",
+            "per-block ranks chosen optimally (`optimal`, the per-block rank integers charged "
+            "to the budget): how well each structure *could* represent the full fine-tuning "
+            "update at that budget.",
             "",
             wide.round(4).reset_index().to_markdown(index=False),
             "",

@@ -80,6 +80,7 @@ from lowrank_blocks import (
     error_vs_budget,
 )
 from lowrank_blocks.datasets import load_mnist
+from lowrank_blocks.structures import STRUCTURE_TYPES
 
 from .mlp import (
     FULL_FINETUNE_PARAMS,
@@ -111,8 +112,8 @@ __all__ = [
     "train_run",
 ]
 
-#: Method names as in the paper, in plotting order.
-METHODS = ("LoRA", "MELoRA", "Localized LoRA")
+#: Method names as in the paper (the structure classes' ``paper_name``), in plotting order.
+METHODS = tuple(cls.paper_name for cls in STRUCTURE_TYPES)
 #: Full fine-tuning accuracy on digits 5–9 printed under the paper's Fig. 2 (percent).
 PAPER_FULL_FINETUNE_ACCURACY = 97.59
 
@@ -359,7 +360,7 @@ def train_run(
         "method": method_name(structure),
         "structure": "full" if structure is None else repr(structure),
         "config": _config_label(structure),
-        "n_blocks": _n_blocks(structure),
+        "grid": None if structure is None else structure.grid_label,
         "rank": None if structure is None else structure.rank,
         "n_params": model.n_params,
         "share": model.n_params / FULL_FINETUNE_PARAMS,
@@ -381,19 +382,9 @@ def _prepare(model: FullModel | AdapterModel, data: Data) -> _Prepared:
     )
 
 
-def _n_blocks(structure: Structure | None) -> int | None:
-    if structure is None or structure.family == "global":
-        return None
-    return int(structure.grid[0])
-
-
 def _config_label(structure: Structure | None) -> str:
-    if structure is None:
-        return "all parameters"
-    if structure.family == "global":
-        return f"r={structure.rank}"
-    letter = "N" if structure.family == "diagonal" else "K"
-    return f"{letter}={structure.grid[0]}, r={structure.rank}"
+    """The structure's own label (``'grid 2×2, r=2'``), or ``'all parameters'``."""
+    return "all parameters" if structure is None else structure.label
 
 
 @contextlib.contextmanager
@@ -427,7 +418,7 @@ class Results:
     claims: list[dict[str, object]] = field(default_factory=list)
     wall_seconds: float = 0.0
     # ΔW under the library's error_vs_budget at the sweep's budgets (best grid per family,
-    # uniform and optimal per-block ranks).
+    # uniform and optimal per-block ranks; rank integers charged): ``Curve.to_frame()``.
     curve: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
@@ -529,7 +520,7 @@ def _run(settings: Settings, progress: bool) -> Results:
     bridge = bridge_table(delta_w, configs[configs["method"] != "Full fine-tuning"], by_name)
     budgets = sorted(int(b) for b in bridge["n_params"].unique()) if len(bridge) else []
     curve = (
-        error_vs_budget(delta_w, budgets, grids=[2, 4, 8, 16], diagonal=[2, 4, 8, 16])
+        error_vs_budget(delta_w, budgets, grids=[2, 4, 8, 16], diagonal=[2, 4, 8, 16]).to_frame()
         if budgets else pd.DataFrame()
     )
 
