@@ -7,7 +7,6 @@ References: the per-block SVD reconstruction loop and exhaustive allocation sear
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -486,7 +485,7 @@ def test_charged_optimal_is_the_better_of_uniform_and_per_block_and_never_loses_
     # Independent check: per-block optimum at budget - n_blocks (exhaustive search) against
     # the best uniform rank at the full budget (explicit SVDs); the curve must give the min.
     rng = np.random.default_rng(21)
-    for seed in range(6):
+    for _ in range(6):
         W = rng.standard_normal((9, 7)) * rng.random((9, 7)) ** 2
         for grid in [(2, 2), (3, 2)]:
             unit = BlockGrid(grid, 1)
