@@ -19,7 +19,7 @@ def run(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "table1.csv", index=False)
     shown = frame.assign(error=frame["error"].round(4))[
-        ["method", "rank", "n_params", "error", "paper_error"]
+        ["paper_name", "rank", "n_params", "error", "paper_error"]
     ]
     (out / "table1.md").write_text(shown.to_markdown(index=False) + "\n")
     return [out / "table1.csv", out / "table1.md"]

@@ -53,7 +53,7 @@ def table1(image: np.ndarray | None = None) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per method with columns ``method``, ``structure``, ``rank``, ``n_params``,
+        One row per method with columns ``paper_name``, ``structure``, ``rank``, ``n_params``,
         ``error`` (full precision) and ``paper_error`` (the published value).  The matrix rank
         of the image is in ``frame.attrs["matrix_rank"]``.
 
@@ -73,7 +73,7 @@ def table1(image: np.ndarray | None = None) -> pd.DataFrame:
         approx = approximate(image, structure)
         rows.append(
             {
-                "method": structure.paper_name,
+                "paper_name": structure.paper_name,
                 "structure": repr(structure),
                 "rank": _rank_label(structure),
                 "n_params": approx.n_params,
@@ -98,7 +98,7 @@ def format_table1(frame: pd.DataFrame) -> str:
     lines = [f"{'Method':<15} {'Rank':<11} {'#Params':>7}  {'Error':<6}  Paper"]
     for row in frame.itertuples():
         lines.append(
-            f"{row.method:<15} {row.rank:<11} {row.n_params:>7}  {row.error:.4f}  "
+            f"{row.paper_name:<15} {row.rank:<11} {row.n_params:>7}  {row.error:.4f}  "
             f"{row.paper_error:.4f}"
         )
     if "matrix_rank" in frame.attrs:

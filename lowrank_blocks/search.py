@@ -37,9 +37,11 @@ from .structures import (
 
 __all__ = [
     "Curve",
+    "CurvePoint",
     "Search",
     "Surface",
     "best_approximation",
+    "default_grids",
     "error_surface",
     "error_vs_budget",
 ]
@@ -442,8 +444,11 @@ def _optimal_points(
         if b in per_block:
             rk, e = per_block[b]
             structure = _with_block_ranks(unit, rk, spec)
+            # Charged, the integers were reserved; uncharged, report what the ranks need
+            # (none when they came out equal).
+            reported = overhead if count_rank_overhead else structure.rank_overhead
             candidate = CurvePoint(structure, "optimal", b, structure.n_params(shape),
-                                   overhead, float(e))
+                                   reported, float(e))
         if count_rank_overhead and r >= 1 and (
             candidate is None or float(uniform[r - 1]) <= candidate.error
         ):  # uniform ranks store no per-block integers

@@ -144,10 +144,10 @@ class Structure:
             raise ValueError(f"rank={list(ranks)} is all zeros; at least one block needs rank >= 1")
         object.__setattr__(self, "rank", ranks[0] if len(set(ranks)) == 1 else ranks)
 
-    def _rank_repr(self) -> str:
+    def _rank_repr(self, full: bool = False) -> str:
         if isinstance(self.rank, int):
             return repr(self.rank)
-        if len(self.rank) > 8:
+        if len(self.rank) > 8 and not full:
             nonzero = sum(r > 0 for r in self.rank)
             return f"<{len(self.rank)} per-block ranks, {nonzero} nonzero>"
         return repr(list(self.rank))
@@ -261,6 +261,27 @@ class Structure:
         return sum(r * c for r, c in zip(ranks, self.block_costs(shape)))
 
     @property
+    def spec(self) -> str:
+        """The full constructor expression, every per-block rank included (``repr`` shortens
+        rank lists longer than 8); ``eval``-able with the classes imported.
+
+        Examples
+        --------
+        >>> s = BlockGrid((3, 3), [1, 0, 2, 0, 0, 1, 0, 0, 3])
+        >>> s
+        BlockGrid(grid=3, rank=<9 per-block ranks, 4 nonzero>)
+        >>> s.spec
+        'BlockGrid(grid=3, rank=[1, 0, 2, 0, 0, 1, 0, 0, 3])'
+        """
+        return self._repr(full=True)
+
+    def __repr__(self) -> str:
+        return self._repr(full=False)
+
+    def _repr(self, full: bool) -> str:
+        raise NotImplementedError
+
+    @property
     def grid_label(self) -> str:
         """``'p×q'``."""
         return f"{self.grid[0]}×{self.grid[1]}"
@@ -319,8 +340,8 @@ class Global(Structure):
     def candidate_grids(cls, shape: tuple[int, int], grids: GridSpec | None = None) -> list[tuple[int, int]]:
         return [(1, 1)]
 
-    def __repr__(self) -> str:
-        return f"Global(rank={self._rank_repr()})"
+    def _repr(self, full: bool) -> str:
+        return f"Global(rank={self._rank_repr(full)})"
 
     def _label_prefix(self) -> str:
         return "global"
@@ -396,8 +417,8 @@ class DiagonalBlocks(Structure):
             out.append(g)
         return out
 
-    def __repr__(self) -> str:
-        return f"DiagonalBlocks(n_blocks={self.n_blocks}, rank={self._rank_repr()})"
+    def _repr(self, full: bool) -> str:
+        return f"DiagonalBlocks(n_blocks={self.n_blocks}, rank={self._rank_repr(full)})"
 
     def _label_prefix(self) -> str:
         return f"diagonal N={self.n_blocks}"
@@ -453,10 +474,10 @@ class BlockGrid(Structure):
         """The grids named by ``grids`` (default ``'square'``; see :func:`expand_grids`)."""
         return expand_grids("square" if grids is None else grids, shape, "grids")
 
-    def __repr__(self) -> str:
+    def _repr(self, full: bool) -> str:
         p, q = self._grid
         grid = p if p == q else (p, q)
-        return f"BlockGrid(grid={grid!r}, rank={self._rank_repr()})"
+        return f"BlockGrid(grid={grid!r}, rank={self._rank_repr(full)})"
 
     def _label_prefix(self) -> str:
         return f"grid {self._grid[0]}×{self._grid[1]}"
@@ -475,11 +496,16 @@ def structure_type(family: str | type[Structure]) -> type[Structure]:
     """
     if isinstance(family, type) and issubclass(family, Structure) and family is not Structure:
         return family
-    for cls in STRUCTURE_TYPES:
-        if family in (cls.family, cls.paper_name, cls.__name__):
-            return cls
+    if isinstance(family, str):
+        key = family.strip().lower()
+        for cls in STRUCTURE_TYPES:
+            if key in (cls.family, cls.paper_name.lower(), cls.__name__.lower()):
+                return cls
     allowed = ", ".join(repr(c.family) for c in STRUCTURE_TYPES)
-    raise ValueError(f"family={family!r} is not allowed; use one of {allowed} (or the class)")
+    raise ValueError(
+        f"family={family!r} is not allowed; use one of {allowed}, a paper name (LoRA, MELoRA, "
+        f"Localized LoRA) or a structure class"
+    )
 
 
 def structure_types(families: object, name: str = "families") -> tuple[type[Structure], ...]:
@@ -501,7 +527,9 @@ def structure_types(families: object, name: str = "families") -> tuple[type[Stru
             out.append(structure_type(f))
         except ValueError:
             allowed = ", ".join(repr(c.family) for c in STRUCTURE_TYPES)
-            raise ValueError(f"{name} contains {f!r}; allowed: {allowed}") from None
+            raise ValueError(
+                f"{name} contains {f!r}; allowed: {allowed} (or a paper name or class)"
+            ) from None
     return tuple(dict.fromkeys(out))
 
 

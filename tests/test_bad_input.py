@@ -144,8 +144,8 @@ def test_budget_that_no_configuration_meets():
         configurations_at_budget((28, 28), -5)
     with pytest.raises(TypeError, match=r"budget=224.5 must be an integer"):
         configurations_at_budget((28, 28), 224.5)
-    with pytest.raises(ValueError, match=r"families contains 'lora'; allowed: 'global', 'diagonal', 'grid'"):
-        configurations_at_budget((28, 28), 224, families=["lora"])
+    with pytest.raises(ValueError, match=r"families contains 'tucker'; allowed: 'global', 'diagonal', 'grid'"):
+        configurations_at_budget((28, 28), 224, families=["tucker"])
     with pytest.raises(ValueError, match=r"grids='squares' is not allowed"):
         configurations_at_budget((28, 28), 224, grids="squares")
 

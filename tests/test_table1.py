@@ -21,9 +21,9 @@ def test_table1_matches_the_paper_to_the_printed_digit():
 
     frame = table1()
     assert frame.attrs["matrix_rank"] == 15
-    assert list(frame["method"]) == list(PAPER)
+    assert list(frame["paper_name"]) == list(PAPER)
     for row in frame.itertuples():
-        n_params, error = PAPER[row.method]
+        n_params, error = PAPER[row.paper_name]
         assert row.n_params == n_params
         assert f"{row.error:.4f}" == f"{error:.4f}"
 
@@ -66,7 +66,7 @@ def test_table1_rank_labels_are_the_papers():
     from lowrank_blocks.paper import TABLE1_PUBLISHED, table1
 
     frame = table1(np.eye(28))
-    assert frame["rank"].tolist() == [TABLE1_PUBLISHED[m][0] for m in frame["method"]]
+    assert frame["rank"].tolist() == [TABLE1_PUBLISHED[m][0] for m in frame["paper_name"]]
 
 
 def test_best_structure_charges_the_rank_integers(tmp_path):
