@@ -12,7 +12,6 @@ and the relative error reported is ``err / ‖W‖_F``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -434,7 +434,7 @@ class PreparedMatrix:
         rng = None if sampling is None else np.random.default_rng(sampling.seed)
         groups = block_groups(part, blocks)
         plans = {}
-        for (mb, nb), positions in groups.items():
+        for mb, nb in groups:
             plans[(mb, nb)] = sampling is not None and _randomized_pays(mb, nb, sampling)
         width = 0
         for (mb, nb), randomized in plans.items():
