@@ -158,7 +158,7 @@ def approximate(
         triplets; the error is then the true error of the factors returned, computed from the
         residual outside the sampled range plus the Ritz values left out (sums of positive
         terms, no cancellation), so it is never below the optimal error.
-        ``singular_values`` then holds the Ritz values only.
+        ``singular_values`` then holds the ``max rank + oversampling`` Ritz values computed.
     oversampling, n_iter, random_state
         Options of the randomized method (``random_state`` is checked either way).
 

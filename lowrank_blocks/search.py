@@ -635,18 +635,22 @@ class Search:
 
     @property
     def structure(self) -> Structure:
+        """The winning structure, with its ranks."""
         return self.approximation.structure
 
     @property
     def error(self) -> float:
+        """Relative Frobenius error of the winner (the smallest of the table)."""
         return self.approximation.error
 
     @property
     def n_params(self) -> int:
+        """Factor entries of the winner."""
         return self.approximation.n_params
 
     @property
     def rank_overhead(self) -> int:
+        """Per-block rank integers the winner stores (0 for uniform ranks)."""
         return self.approximation.rank_overhead
 
     def to_frame(self) -> pd.DataFrame:

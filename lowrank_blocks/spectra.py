@@ -118,6 +118,8 @@ class BlockSpectra:
         ``'exact'`` or ``'randomized'``.
     sampling : Sampling or None
         Seed and sizes of the randomized range finder (``None`` for exact spectra).
+    scale : float or numpy.ndarray
+        The power of two the matrix was divided by (one per matrix of a stack).
     """
 
     partition: Partition
@@ -128,7 +130,24 @@ class BlockSpectra:
     energies: np.ndarray
     method: str = "exact"
     sampling: Sampling | None = None
+    scale: Any = 1.0
     _tails: np.ndarray | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        p, q = self.partition.grid
+        m, n = self.partition.shape
+        stack = f"{self.sq.shape[0]} matrices, " if self.is_stack else ""
+        return (f"BlockSpectra({stack}{m} × {n}, grid {p}×{q}, {len(self.blocks)} blocks held, "
+                f"up to {self.sq.shape[-1]} values each, method={self.method!r})")
+
+    def singular_values(self, block: int) -> np.ndarray:
+        """Singular values held for the ``block``-th block held, of the matrix as given.
+
+        (``sq`` refers to the matrix divided by a power of two; this undoes the scaling when
+        the spectra came from a :class:`PreparedMatrix`, whose ``scale`` they record.)
+        """
+        values = np.sqrt(self.sq[..., block, : int(self.known[block])])
+        return values * np.asarray(self.scale)[..., None] if self.is_stack else values * self.scale
 
     # -- derived quantities -------------------------------------------------------------------
     @property
@@ -215,6 +234,7 @@ class BlockSpectra:
             energies=self.energies,
             method=self.method,
             sampling=self.sampling,
+            scale=self.scale,
         )
 
     # -- errors ---------------------------------------------------------------------------------
@@ -472,6 +492,7 @@ class PreparedMatrix:
             energies=self.energies(part.grid),
             method="randomized" if randomized else "exact",
             sampling=sampling if randomized else None,
+            scale=self.scale,
         )
 
     def spectra_of(self, structure: Structure, **options: Any) -> BlockSpectra:

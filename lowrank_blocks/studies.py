@@ -56,9 +56,10 @@ class Study:
     def difference(self, a: str, b: str) -> pd.Series:
         """Paired difference ``error_a − error_b`` over the matrices that have both.
 
-        In the direction asked, whichever order the pair is stored in ``paired``: ``mean_diff``,
-        ``median_diff``, the bootstrap interval ``ci_low``/``ci_high``, ``a_better`` (share
-        of matrices where ``a`` has the smaller error) and ``n_matrices``.
+        In the direction asked, whichever order the pair is stored in ``paired``: a float
+        Series named ``'a − b'`` with ``mean_diff``, ``median_diff``, the bootstrap interval
+        ``ci_low``/``ci_high``, ``a_better`` (share of matrices where ``a`` has the smaller
+        error) and ``n_matrices``.
 
         Examples
         --------
@@ -78,18 +79,20 @@ class Study:
         if a == b:
             raise ValueError(f"a and b are both {a!r}; give two different configurations")
         match = self.paired[(self.paired["a"] == a) & (self.paired["b"] == b)]
+        numbers = ["mean_diff", "median_diff", "ci_low", "ci_high", "a_better", "n_matrices"]
+        name = f"{a} − {b}"
         if len(match):
-            return match.iloc[0]
+            return match.iloc[0][numbers].astype(float).rename(name)
         match = self.paired[(self.paired["a"] == b) & (self.paired["b"] == a)]
         if not len(match):
             raise ValueError(f"{a!r} and {b!r} have no matrix in common")
         row = match.iloc[0]
         wide = self.errors()
         diff = (wide[a] - wide[b]).dropna().to_numpy()
-        return pd.Series({"a": a, "b": b, "mean_diff": -row["mean_diff"],
-                          "median_diff": -row["median_diff"], "ci_low": -row["ci_high"],
-                          "ci_high": -row["ci_low"], "a_better": float(np.mean(diff < 0)),
-                          "n_matrices": row["n_matrices"]})
+        return pd.Series({"mean_diff": -row["mean_diff"], "median_diff": -row["median_diff"],
+                          "ci_low": -row["ci_high"], "ci_high": -row["ci_low"],
+                          "a_better": float(np.mean(diff < 0)),
+                          "n_matrices": float(row["n_matrices"])}, name=name)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (matrix, configuration): :attr:`per_matrix`."""
@@ -136,6 +139,7 @@ def compare_many(
     diagonal: Any = None,
     allocation: str = "uniform",
     method: str = "exact",
+    count_rank_overhead: bool = True,
     n_boot: int = 2000,
     confidence: float = 0.95,
     random_state: int | np.random.Generator | None = 0,
@@ -158,8 +162,9 @@ def compare_many(
         Parameter budget.  With ``structures`` it is checked against their counts.
     structures : sequence of Structure, optional
         Fixed configurations to compare.
-    families, grids, diagonal, allocation, method
-        Passed to :func:`~lowrank_blocks.error_vs_budget` in the budget mode.
+    families, grids, diagonal, allocation, method, count_rank_overhead
+        Passed to :func:`~lowrank_blocks.error_vs_budget` in the budget mode (per-block rank
+        integers are charged to the budget by default).
     n_boot : int, default 2000
         Bootstrap resamples for the confidence intervals of paired differences.
     confidence : float, default 0.95
@@ -243,12 +248,14 @@ def compare_many(
                              "n_params": s.n_params(shape), "error": approximate(W, s).error})
         else:
             curve = error_vs_budget(W, [budget], families=types, grids=grids,
-                                    diagonal=diagonal, allocation=allocation, method=method)
+                                    diagonal=diagonal, allocation=allocation, method=method,
+                                    count_rank_overhead=count_rank_overhead)
             for pt in curve.points:
                 rows.append({"matrix": k,
                              "config": f"{pt.structure.paper_name}: best {pt.allocation}",
                              "family": pt.structure.family, "n_params": pt.n_params,
-                             "error": pt.error, "grid": pt.structure.grid_label})
+                             "rank_overhead": pt.rank_overhead, "error": pt.error,
+                             "grid": pt.structure.grid_label})
     if not rows:
         raise ValueError("matrices is empty; give at least one matrix")
     per_matrix = pd.DataFrame(rows)

@@ -4,6 +4,8 @@
   no network.
 * Every fenced code block with ``>>>`` prompts in ``docs/*.md`` is run as a doctest, block after
   block in one namespace per page, so the user guide cannot drift from the library.
+* The API reference has one page per public module, each in the navigation, and no page for a
+  module that no longer exists.
 """
 
 from __future__ import annotations
@@ -46,6 +48,33 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "approximate" / "index.html").is_file()
+
+
+# Modules without an API page: the command line has its own page (docs/cli.md).
+NO_API_PAGE = {"cli"}
+
+
+def test_api_pages_match_the_modules() -> None:
+    """``docs/api/<module>.md`` exists for every public module and is listed in ``mkdocs.yml``."""
+    package = ROOT / "lowrank_blocks"
+    modules = {
+        p.stem if p.is_file() else p.name
+        for p in package.iterdir()
+        if not p.name.startswith("_")
+        and (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").is_file()))
+    } - NO_API_PAGE
+    pages = {p.stem for p in (DOCS / "api").glob("*.md")} - {"index"}
+    assert pages == modules, (
+        f"API pages without a module: {sorted(pages - modules)}; "
+        f"modules without an API page: {sorted(modules - pages)}"
+    )
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    index = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
+    for name in sorted(modules):
+        assert f"api/{name}.md" in nav, f"docs/api/{name}.md is not in the nav of mkdocs.yml"
+        assert f"]({name}.md)" in index, f"docs/api/index.md does not link to {name}.md"
+        page = (DOCS / "api" / f"{name}.md").read_text(encoding="utf-8")
+        assert f"::: lowrank_blocks.{name}" in page, f"docs/api/{name}.md does not render its module"
 
 
 def _doctest_pages() -> list[Path]:
