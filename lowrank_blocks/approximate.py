@@ -20,6 +20,7 @@ import numpy as np
 
 from ._validate import check_random_state
 from .linalg import (
+    _CHUNK_ELEMENTS,
     _check_randomized_options,
     block_groups,
     randomized_svd_stack,
@@ -214,43 +215,59 @@ def approximate_prepared(
     part = structure.partition(shape)
     ranks = structure.block_ranks(shape)
     blocks = structure.blocks
-    half_scale = math.sqrt(prep.scale)
+    half_divisor = math.sqrt(float(prep.divisor))  # factors of W, not of data = W / divisor
+    rest = float(prep.remaining_scale)
     rng = None if sampling is None else np.random.default_rng(sampling.seed)
 
     factors: list[tuple[Array, Array] | None] = [None] * len(blocks)
     values: list[np.ndarray] = [np.empty(0)] * len(blocks)  # of the scaled matrix
     residual = np.zeros(len(blocks))
     randomized = False
+    def keep(chunk: list[int], U: Array, S: Array, Vt: Array) -> None:
+        """Factors of the ranks asked for; the rest of U and Vt is dropped at once."""
+        S_host = to_numpy(S).astype(np.float64) / rest  # singular values of W / scale
+        root = xp.sqrt(S) * half_divisor
+        for g, k in enumerate(chunk):
+            r = ranks[k]
+            values[k] = S_host[g]
+            factors[k] = (U[g, :, :r] * root[g, None, :r], root[g, :r, None] * Vt[g, :r, :])
+
     for (mb, nb), positions in block_groups(part, blocks).items():
-        stack = stack_blocks(prep.data, part, [blocks[k] for k in positions], xp)
         if sampling is not None and _randomized_pays(mb, nb, sampling):
+            stack = stack_blocks(prep.data, part, [blocks[k] for k in positions], xp)
             U, S, Vt, res = randomized_svd_stack(
                 stack, min(sampling.sample_rank, mb, nb), xp, oversampling=sampling.oversampling,
                 n_iter=sampling.n_iter, random_state=rng, compute_uv=True, return_residual=True,
             )
-            residual[positions] = to_numpy(res).astype(np.float64)
+            del stack
+            residual[positions] = to_numpy(res).astype(np.float64) / rest**2
             randomized = True
-        else:
+            keep(positions, U, S, Vt)
+            continue
+        # NumPy: blocks in chunks of bounded size, so the full U and Vt (and NumPy's float64
+        # copies) of many blocks never exist at once; other backends: one batched call.
+        per = max(1, _CHUNK_ELEMENTS // (mb * nb)) if isinstance(prep.data, np.ndarray) else len(positions)
+        for start in range(0, len(positions), per):
+            chunk = positions[start : start + per]
+            stack = stack_blocks(prep.data, part, [blocks[k] for k in chunk], xp)
             U, S, Vt = svd_stack(stack, xp)
-        del stack
-        S_host = to_numpy(S).astype(np.float64)
-        root = xp.sqrt(S) * half_scale
-        for g, k in enumerate(positions):
-            r = ranks[k]
-            values[k] = S_host[g]
-            factors[k] = (U[g, :, :r] * root[g, None, :r], root[g, :r, None] * Vt[g, :r, :])
+            del stack
+            keep(chunk, U, S, Vt)
+            del U, S, Vt
 
     width = max(len(v) for v in values)
     sq = np.zeros((len(blocks), width))
     for k, v in enumerate(values):
         sq[k, : len(v)] = v * v
+    held, outside = prep.energies(part.grid, blocks)
     spectra = BlockSpectra(
         partition=part,
         blocks=blocks,
         sq=sq,
         known=np.array([len(v) for v in values], dtype=np.int64),
         residual=residual,
-        energies=prep.energies(part.grid),
+        held_energies=held,
+        outside=outside,
         method="randomized" if randomized else "exact",
         sampling=sampling if randomized else None,
     )

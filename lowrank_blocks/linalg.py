@@ -24,6 +24,8 @@ from .partition import Partition
 __all__ = [
     "as_matrix",
     "block_groups",
+    "block_view",
+    "held_energies",
     "block_energies",
     "stack_blocks",
     "svd_stack",
@@ -92,9 +94,8 @@ def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array
         raise ValueError(
             f"{name} is empty (shape {shape}); a matrix needs at least one row and one column"
         )
-    finite = xp.isfinite(W)
-    if not bool(xp.all(finite)):
-        bad = int(xp.sum(xp.astype(~finite, xp.int64)))
+    bad = _count_not_finite(W, xp)
+    if bad:
         raise ValueError(
             f"{name} has {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; "
             f"only finite values are allowed"
@@ -102,13 +103,35 @@ def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array
     return W, xp
 
 
+_CHUNK_ELEMENTS = 1 << 19  # temporaries of row chunks: at most ~4 MB of float64
+
+
+def _row_chunks(n_rows: int, width: int) -> range:
+    step = max(1, _CHUNK_ELEMENTS // max(1, width))
+    return range(0, n_rows, step)
+
+
+def _count_not_finite(W: Array, xp: Any) -> int:
+    """NaN and infinite entries, counted in row chunks (no temporary the size of ``W``)."""
+    flat = xp.reshape(W, (-1, int(W.shape[-1])))
+    rows, width = int(flat.shape[0]), int(flat.shape[1])
+    step = max(1, _CHUNK_ELEMENTS // max(1, width))
+    bad = 0
+    for r0 in _row_chunks(rows, width):
+        finite = xp.isfinite(flat[r0 : min(r0 + step, rows), :])
+        if not bool(xp.all(finite)):
+            bad += int(xp.sum(xp.astype(~finite, xp.int64)))
+    return bad
+
+
 def power_of_two_scale(W: Array, xp: Any) -> float:
     """A power of two near ``max |W|`` (1.0 for a zero matrix).
 
     Dividing by it is exact in floating point and keeps squared sums away from overflow and
     underflow, so matrices with entries near 1e±200 give the same relative errors as any other.
+    ``max |W|`` is taken as ``max(max W, −min W)``: no temporary the size of ``W``.
     """
-    amax = float(xp.max(xp.abs(W)))
+    amax = max(float(xp.max(W)), -float(xp.min(W)))
     if amax == 0.0:
         return 1.0
     # frexp gives amax < 2**e; dividing by 2**(e - 1) puts the maximum in [1, 2) and never
@@ -119,7 +142,10 @@ def power_of_two_scale(W: Array, xp: Any) -> float:
 def power_of_two_scales(X: Array, xp: Any) -> np.ndarray:
     """:func:`power_of_two_scale` of every matrix of a stack ``(N, m, n)``, as a NumPy array."""
     n_mat = int(X.shape[0])
-    amax = to_numpy(xp.max(xp.reshape(xp.abs(X), (n_mat, -1)), axis=1)).astype(np.float64)
+    flat = xp.reshape(X, (n_mat, -1))
+    high = to_numpy(xp.max(flat, axis=1)).astype(np.float64)
+    low = to_numpy(xp.min(flat, axis=1)).astype(np.float64)
+    amax = np.maximum(high, -low)
     exps = np.frexp(np.where(amax > 0, amax, 1.0))[1] - 1
     return np.where(amax > 0, np.ldexp(1.0, exps), 1.0)
 
@@ -152,13 +178,9 @@ def stack_blocks(
     reshape and transpose of a contiguous sub-matrix: a single copy.  Otherwise the blocks are
     sliced and stacked.
     """
-    rows = sorted({i for i, _ in blocks})
-    cols = sorted({j for _, j in blocks})
-    product = [(i, j) for i in rows for j in cols]
-    contiguous = rows == list(range(rows[0], rows[-1] + 1)) and cols == list(
-        range(cols[0], cols[-1] + 1)
-    )
-    if list(blocks) == product and contiguous:
+    grid = _subgrid(blocks)
+    if grid is not None:
+        rows, cols = grid
         mb, nb = partition.block_shape(rows[0], cols[0])
         r0, c0 = partition.row_offsets[rows[0]], partition.col_offsets[cols[0]]
         p, q = len(rows), len(cols)
@@ -172,7 +194,21 @@ def stack_blocks(
 
 
 def svd_stack(stack: Array, xp: Any) -> tuple[Array, Array, Array]:
-    """Thin SVD ``U, S, Vt`` of every matrix in a stack, in one batched call."""
+    """Thin SVD ``U, S, Vt`` of every matrix in a stack, in one batched call.
+
+    float32 NumPy blocks of at least 64 × 64 stay float32 (SciPy's ``sgesdd``, block by
+    block), as in :func:`svdvals_stack`.
+    """
+    if (
+        isinstance(stack, np.ndarray)
+        and stack.dtype == np.float32
+        and min(stack.shape[-2:]) >= _SINGLE_PRECISION_MIN_SIDE
+    ):
+        from scipy.linalg import svd
+
+        parts = [svd(b, full_matrices=False, check_finite=False, lapack_driver="gesdd")
+                 for b in stack]
+        return tuple(np.stack([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
     U, S, Vt = xp.linalg.svd(stack, full_matrices=False)
     return U, S, Vt
 
@@ -188,33 +224,84 @@ def _numpy_workers(stack: Array) -> int:
     """
     if not isinstance(stack, np.ndarray) or stack.ndim < 3:
         return 1
-    n = int(np.prod(stack.shape[:-2]))
     m_b, n_b = stack.shape[-2:]
-    if n < 2 or n * m_b * n_b * min(m_b, n_b) < _THREADING_MIN_WORK:
-        return 1
-    return max(1, min(os.cpu_count() or 1, n))
+    return _numpy_workers_for(int(np.prod(stack.shape[:-2])), m_b, n_b)
+
+
+# float32 NumPy blocks at least this large are decomposed in single precision by SciPy's LAPACK
+# (NumPy's linalg computes float32 input in float64: twice the memory and about twice the time).
+_SINGLE_PRECISION_MIN_SIDE = 64
 
 
 def svdvals_stack(stack: Array, xp: Any) -> Array:
-    """Singular values (descending) of every matrix in a stack.
+    """Singular values (descending) of every matrix of an array with batch dimensions.
 
-    One batched call per backend.  For NumPy stacks of several matrices the batch is split
-    over one thread per core, with BLAS limited to one thread each (LAPACK's gesdd releases
-    the GIL; small blocks gain nothing from multi-threaded BLAS, several blocks at once do).
+    ``stack`` may be a strided view (:func:`block_view`).  NumPy: the batch is split into
+    chunks of about half a million entries (NumPy's linalg computes in float64 and
+    copies its input, so temporaries stay small) spread over one thread per core with BLAS
+    limited to one thread each (LAPACK's gesdd releases the GIL).  float32 NumPy blocks of at
+    least 64 × 64 stay float32: SciPy's ``sgesdd``, one block at a time (singular values
+    accurate to about ``1e-7 σ_max``, float32's own precision, at half the memory and time).
+    Other backends: one batched call.
     """
-    workers = _numpy_workers(stack)
-    if workers == 1:
+    if not isinstance(stack, np.ndarray):
         return xp.linalg.svdvals(stack)
-    from concurrent.futures import ThreadPoolExecutor
+    lead = stack.shape[:-2]
+    m, n = stack.shape[-2:]
+    if stack.dtype == np.float32 and min(m, n) >= _SINGLE_PRECISION_MIN_SIDE:
+        return _svdvals_single(stack)
+    n_mat = int(np.prod(lead)) if lead else 1
+    if not lead:
+        return np.linalg.svd(stack, compute_uv=False)
+    # Chunks along the first batch axis (views), each of bounded size.
+    per_row = n_mat // int(lead[0]) * m * n
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, per_row))
+    workers = _numpy_workers_for(n_mat, m, n)
+    rows_per_chunk = min(rows_per_chunk, max(1, -(-int(lead[0]) // workers)))
+    starts = list(range(0, int(lead[0]), rows_per_chunk))
+    chunks = [stack[s : s + rows_per_chunk] for s in starts]
+    if workers == 1 or len(chunks) == 1:
+        parts = [np.linalg.svd(c, compute_uv=False) for c in chunks]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(lambda c: np.linalg.svd(c, compute_uv=False), chunks))
+    return np.concatenate(parts, axis=0)
+
+
+def _numpy_workers_for(n_mat: int, m: int, n: int) -> int:
+    if n_mat < 2 or n_mat * m * n * min(m, n) < _THREADING_MIN_WORK:
+        return 1
+    return max(1, min(os.cpu_count() or 1, n_mat))
+
+
+def _svdvals_single(stack: np.ndarray) -> np.ndarray:
+    """float32 singular values by SciPy's ``sgesdd``, block by block (threads over blocks)."""
+    from scipy.linalg import svd
 
     lead = stack.shape[:-2]
-    flat = stack.reshape((-1,) + stack.shape[-2:])
-    chunks = np.array_split(flat, workers)
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda c: np.linalg.svd(c, compute_uv=False), chunks))
-    return np.concatenate(parts).reshape(lead + (parts[0].shape[-1],))
+    m, n = stack.shape[-2:]
+    out = np.empty(lead + (min(m, n),), dtype=np.float32)
+    index = list(np.ndindex(*lead)) if lead else [()]
+
+    def one(k: tuple[int, ...]) -> None:
+        out[k] = svd(stack[k], compute_uv=False, check_finite=False, lapack_driver="gesdd")
+
+    workers = _numpy_workers_for(len(index), m, n)
+    if workers == 1:
+        for k in index:
+            one(k)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, index))
+    return out
 
 
 def to_numpy(x: Array) -> np.ndarray:
@@ -228,27 +315,117 @@ def to_numpy(x: Array) -> np.ndarray:
     return np.asarray(x)
 
 
-def block_energies(W: Array, partition: Partition, xp: Any) -> np.ndarray:
-    """Squared Frobenius norm of every block, as a ``(..., p, q)`` float64 NumPy array.
+def block_energies(W: Array, partition: Partition, xp: Any, scale: Any = 1.0) -> np.ndarray:
+    """Squared Frobenius norm of every block of ``W / scale``, as a ``(..., p, q)`` float64 array.
 
-    ``W`` may carry leading batch dimensions.  Sums of squares of positive numbers: no
-    cancellation, so the energy a structure leaves out (the off-diagonal blocks of a diagonal
-    one) is accurate even when it is tiny.  Rows are squared in chunks of about 16 MB.
+    ``W`` may carry leading batch dimensions (then ``scale`` may hold one power of two per
+    matrix).  Rows are divided by ``scale`` (exact for a power of two) and squared in chunks of
+    at most half a million entries, so squares cannot overflow and no temporary is the size
+    of the matrix.  Sums of squares of positive numbers: no cancellation, so the energy a
+    structure leaves out (the off-diagonal blocks of a diagonal one) is accurate when tiny.
     """
-    row_off = partition.row_offsets
-    col_starts = np.asarray(partition.col_offsets[:-1])
     lead = tuple(int(d) for d in W.shape[:-2])
     n = int(W.shape[-1])
-    width = n * max(1, int(np.prod(lead)))
-    chunk = max(1, (1 << 21) // width)
+    col_starts = np.asarray(partition.col_offsets[:-1])
     out = np.empty(lead + partition.grid, dtype=np.float64)
     for i in range(partition.grid[0]):
-        col_sums = np.zeros(lead + (n,))
-        for r0 in range(row_off[i], row_off[i + 1], chunk):
-            rows = W[..., r0 : min(r0 + chunk, row_off[i + 1]), :]
-            col_sums += to_numpy(xp.sum(rows * rows, axis=-2)).astype(np.float64)
+        col_sums = _row_part_column_energies(W, partition, i, xp, scale, lead, n)
         out[..., i, :] = np.add.reduceat(col_sums, col_starts, axis=-1)
     return out
+
+
+def held_energies(
+    W: Array, partition: Partition, blocks: Sequence[tuple[int, int]], xp: Any, scale: Any = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of every listed block and of everything outside them, of ``W / scale``.
+
+    Returns ``(held, outside)`` with shapes ``(..., len(blocks))`` and ``(...)``: both sums of
+    squares taken directly (the outside energy is never a difference), and no ``p × q``
+    array is formed, so a diagonal of 1024 blocks costs 1024 numbers.
+    """
+    by_row: dict[int, list[tuple[int, int]]] = {}
+    for k, (i, j) in enumerate(blocks):
+        by_row.setdefault(i, []).append((k, j))
+    lead = tuple(int(d) for d in W.shape[:-2])
+    n = int(W.shape[-1])
+    held = np.zeros(lead + (len(blocks),))
+    outside = np.zeros(lead)
+    col_starts = np.asarray(partition.col_offsets[:-1])
+    for i in range(partition.grid[0]):
+        row_e = np.add.reduceat(_row_part_column_energies(W, partition, i, xp, scale, lead, n),
+                                col_starts, axis=-1)  # (..., q)
+        mask = np.ones(partition.grid[1], dtype=bool)
+        for k, j in by_row.get(i, []):
+            held[..., k] = row_e[..., j]
+            mask[j] = False
+        outside += row_e[..., mask].sum(axis=-1)
+    return held, outside
+
+
+def _row_part_column_energies(
+    W: Array, partition: Partition, i: int, xp: Any, scale: Any, lead: tuple[int, ...], n: int
+) -> np.ndarray:
+    """Column sums of squares of row part ``i`` of ``W / scale``, in chunks (float64)."""
+    row_off = partition.row_offsets
+    width = n * max(1, int(np.prod(lead)))
+    step = max(1, _CHUNK_ELEMENTS // width)
+    scale_arr = np.asarray(scale, dtype=np.float64)
+    divisor: Any = None
+    if scale_arr.ndim == 0:
+        divisor = float(scale_arr) if float(scale_arr) != 1.0 else None
+    else:
+        import array_api_compat
+
+        divisor = xp.asarray(scale_arr.reshape(lead + (1, 1)), dtype=W.dtype,
+                             device=array_api_compat.device(W))
+    col_sums = np.zeros(lead + (n,))
+    for r0 in range(row_off[i], row_off[i + 1], step):
+        rows = W[..., r0 : min(r0 + step, row_off[i + 1]), :]
+        if divisor is not None:
+            rows = rows / divisor
+        col_sums += to_numpy(xp.sum(rows * rows, axis=-2)).astype(np.float64)
+    return col_sums
+
+
+def block_view(
+    W: Array, partition: Partition, blocks: Sequence[tuple[int, int]], xp: Any
+) -> tuple[Array, int]:
+    """Blocks of equal shape as one array with batch dimensions, without copying if possible.
+
+    For NumPy, blocks that form a full sub-grid in row-major order come back as a strided
+    *view* of shape ``(..., p', q', m_b, n_b)`` (two batch axes; LAPACK copies one block at a
+    time), so no stacked copy of the matrix is made.  Otherwise (other backends, or blocks
+    such as the diagonal ones) this is :func:`stack_blocks`: ``(..., g, m_b, n_b)`` (one batch
+    axis).  Returns the array and its number of block axes (2 or 1).
+    """
+    if isinstance(W, np.ndarray):
+        grid = _subgrid(blocks)
+        if grid is not None:
+            rows, cols = grid
+            mb, nb = partition.block_shape(rows[0], cols[0])
+            r0, c0 = partition.row_offsets[rows[0]], partition.col_offsets[cols[0]]
+            p, q = len(rows), len(cols)
+            lead = W.shape[:-2]
+            k = len(lead)
+            sub = W[..., r0 : r0 + p * mb, c0 : c0 + q * nb].reshape(lead + (p, mb, q, nb))
+            axes = tuple(range(k)) + (k, k + 2, k + 1, k + 3)
+            return sub.transpose(axes), 2
+    return stack_blocks(W, partition, blocks, xp), 1
+
+
+def _subgrid(blocks: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
+    """Row and column parts if ``blocks`` is a full contiguous sub-grid in row-major order."""
+    rows = sorted({i for i, _ in blocks})
+    cols = sorted({j for _, j in blocks})
+    contiguous = rows == list(range(rows[0], rows[-1] + 1)) and cols == list(
+        range(cols[0], cols[-1] + 1)
+    )
+    # Checked without listing the product, which for the diagonal of a large grid would hold
+    # millions of pairs.
+    is_product = len(blocks) == len(rows) * len(cols) and all(
+        b == (rows[k // len(cols)], cols[k % len(cols)]) for k, b in enumerate(blocks)
+    )
+    return (rows, cols) if is_product and contiguous else None
 
 
 def _check_randomized_options(oversampling: object, n_iter: object) -> tuple[int, int]:

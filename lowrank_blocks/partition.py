@@ -83,6 +83,8 @@ class Partition:
     grid: tuple[int, int]
     row_sizes: tuple[int, ...] = field(init=False, repr=False)
     col_sizes: tuple[int, ...] = field(init=False, repr=False)
+    row_offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    col_offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m, n = check_shape(self.shape)
@@ -100,14 +102,8 @@ class Partition:
         object.__setattr__(self, "grid", (p, q))
         object.__setattr__(self, "row_sizes", split_sizes(m, p))
         object.__setattr__(self, "col_sizes", split_sizes(n, q))
-
-    @property
-    def row_offsets(self) -> tuple[int, ...]:
-        return _offsets(self.row_sizes)
-
-    @property
-    def col_offsets(self) -> tuple[int, ...]:
-        return _offsets(self.col_sizes)
+        object.__setattr__(self, "row_offsets", _offsets(self.row_sizes))
+        object.__setattr__(self, "col_offsets", _offsets(self.col_sizes))
 
     def block_shape(self, i: int, j: int) -> tuple[int, int]:
         """Shape ``(m_i, n_j)`` of block ``(i, j)``."""

@@ -117,12 +117,6 @@ def _compute_spectra(
     return {job: computed[job] for job in jobs if job in computed}  # in the order asked
 
 
-def max_block_rank(unit: Structure, shape: tuple[int, int]) -> int:
-    """Largest rank any active block of ``unit``'s grid can take."""
-    part = unit.partition(shape)
-    return max(min(part.block_shape(i, j)) for i, j in unit.blocks)
-
-
 def _base_row(job: _Job) -> dict[str, Any]:
     p, q = job.grid
     return {"family": job.cls.family, "paper_name": job.cls.paper_name,
@@ -436,19 +430,19 @@ def _optimal_points(
     ok = usable >= int(spec.costs.min())
     per_block = {}
     if ok.any():
-        ranks, _, errors = spec.allocate(usable[ok])
-        per_block = dict(zip(budgets[ok].tolist(), zip(ranks, errors.tolist())))
+        ranks, used, errors = spec.allocate(usable[ok])
+        per_block = dict(zip(budgets[ok].tolist(), zip(ranks, used.tolist(), errors.tolist())))
     for b in budgets.tolist():
         r = min(b // unit_cost, len(uniform))
         candidate = None
         if b in per_block:
-            rk, e = per_block[b]
+            rk, n_used, e = per_block[b]
             structure = _with_block_ranks(unit, rk, spec)
             # Charged, the integers were reserved; uncharged, report what the ranks need
             # (none when they came out equal).
             reported = overhead if count_rank_overhead else structure.rank_overhead
-            candidate = CurvePoint(structure, "optimal", b, structure.n_params(shape),
-                                   reported, float(e))
+            n_params = n_used if rk.any() else structure.n_params(shape)
+            candidate = CurvePoint(structure, "optimal", b, n_params, reported, float(e))
         if count_rank_overhead and r >= 1 and (
             candidate is None or float(uniform[r - 1]) <= candidate.error
         ):  # uniform ranks store no per-block integers
@@ -465,10 +459,11 @@ def _with_block_ranks(unit: Structure, ranks: np.ndarray, spec: BlockSpectra) ->
     All-zero ranks happen only when every block held has zero energy: then rank 1 on one
     block has the same (zero or left-out) error.
     """
-    ranks = [int(r) for r in ranks]
-    if not any(ranks):
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if not ranks.any():
+        ranks = ranks.copy()
         ranks[int(np.argmin(spec.costs))] = 1
-    return unit.with_rank(ranks if len(ranks) > 1 else ranks[0])
+    return unit.with_rank(ranks if len(ranks) > 1 else int(ranks[0]))
 
 
 def _resolve_grids(shape: tuple[int, int], grids: Any, diagonal: Any) -> tuple[Any, Any]:
@@ -489,9 +484,9 @@ def _rank_needed(
         if "optimal" in allocs:
             overhead = unit.n_active if unit.n_active > 1 else 0
             usable = top - overhead if count_rank_overhead else top
-            cheapest = min(unit.block_costs(shape))
+            cheapest = unit.min_block_cost(shape)
             if usable >= cheapest:
-                best = max(best, min(max_block_rank(unit, shape), usable // cheapest))
+                best = max(best, min(unit.max_block_rank(shape), usable // cheapest))
         return best
 
     return rank_for
@@ -597,7 +592,7 @@ def _curve(
                 costs.append(unit.unit_cost(shape))
             if "optimal" in allocs:
                 overhead = unit.n_active if unit.n_active > 1 and count_rank_overhead else 0
-                costs.append(min(unit.block_costs(shape)) + overhead)
+                costs.append(unit.min_block_cost(shape) + overhead)
         cheapest = min(costs) if costs else shape[0] + shape[1]
         raise ValueError(
             f"budget={missing[0]} is below the cheapest configuration searched for a "

@@ -34,6 +34,8 @@ from .linalg import (
     as_matrix,
     block_energies,
     block_groups,
+    block_view,
+    held_energies,
     power_of_two_scale,
     power_of_two_scales,
     randomized_svd_stack,
@@ -112,8 +114,10 @@ class BlockSpectra:
     residual : numpy.ndarray, shape (..., n_blocks)
         Energy of every block outside the values held: 0 for exact spectra; for randomized
         ones ``‖A − Q Qᵀ A‖²`` of the sampled range ``Q``, computed from the residual itself.
-    energies : numpy.ndarray, shape (..., p, q)
-        Squared Frobenius norm of every block of the partition.
+    held_energies : numpy.ndarray, shape (..., n_blocks)
+        Squared Frobenius norm of every block held.
+    outside : float or numpy.ndarray
+        Energy of the blocks of the partition that are not held (summed directly).
     method : str
         ``'exact'`` or ``'randomized'``.
     sampling : Sampling or None
@@ -127,7 +131,8 @@ class BlockSpectra:
     sq: np.ndarray
     known: np.ndarray
     residual: np.ndarray
-    energies: np.ndarray
+    held_energies: np.ndarray
+    outside: Any
     method: str = "exact"
     sampling: Sampling | None = None
     scale: Any = 1.0
@@ -154,17 +159,28 @@ class BlockSpectra:
     def is_stack(self) -> bool:
         return self.sq.ndim == 3
 
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column part of every block held (computed once)."""
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            arr = np.array(self.blocks, dtype=np.int64).reshape(-1, 2)
+            cached = (arr[:, 0], arr[:, 1])
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
     @property
     def costs(self) -> np.ndarray:
         """``m_b + n_b`` of every block held: parameters per unit of rank."""
+        rows, cols = self._index()
         part = self.partition
-        return np.array([part.row_sizes[i] + part.col_sizes[j] for i, j in self.blocks], dtype=np.int64)
+        return np.asarray(part.row_sizes)[rows] + np.asarray(part.col_sizes)[cols]
 
     @property
     def max_ranks(self) -> np.ndarray:
         """``min(m_b, n_b)`` of every block held."""
+        rows, cols = self._index()
         part = self.partition
-        return np.array([min(part.block_shape(i, j)) for i, j in self.blocks], dtype=np.int64)
+        return np.minimum(np.asarray(part.row_sizes)[rows], np.asarray(part.col_sizes)[cols])
 
     @property
     def rank_limits(self) -> np.ndarray:
@@ -174,22 +190,7 @@ class BlockSpectra:
     @property
     def total(self) -> Any:
         """``‖W‖_F²`` (of the scaled matrix; an array for a stack)."""
-        return self.energies.sum(axis=(-2, -1))
-
-    @property
-    def held_energies(self) -> np.ndarray:
-        """Energy of every block held, shape ``(..., n_blocks)``."""
-        rows = np.array([i for i, _ in self.blocks], dtype=np.int64)
-        cols = np.array([j for _, j in self.blocks], dtype=np.int64)
-        return self.energies[..., rows, cols]
-
-    @property
-    def outside(self) -> Any:
-        """Energy of the blocks of the partition that are not held (summed directly)."""
-        mask = np.ones(self.partition.grid, dtype=bool)
-        for i, j in self.blocks:
-            mask[i, j] = False
-        return (self.energies * mask).sum(axis=(-2, -1))
+        return self.held_energies.sum(axis=-1) + self.outside
 
     @property
     def uniform_max_rank(self) -> int:
@@ -225,13 +226,16 @@ class BlockSpectra:
         if missing:
             raise ValueError(f"blocks {missing} are not held by these spectra")
         pos = [index[b] for b in blocks]
+        dropped = np.ones(len(self.blocks), dtype=bool)
+        dropped[pos] = False
         return BlockSpectra(
             partition=self.partition,
             blocks=tuple(blocks),
             sq=self.sq[..., pos, :],
             known=self.known[pos],
             residual=self.residual[..., pos],
-            energies=self.energies,
+            held_energies=self.held_energies[..., pos],
+            outside=self.outside + self.held_energies[..., dropped].sum(axis=-1),
             method=self.method,
             sampling=self.sampling,
             scale=self.scale,
@@ -344,34 +348,60 @@ class BlockSpectra:
 
 
 class PreparedMatrix:
-    """A matrix (or stack) validated once and divided by a power of two, with its spectra.
+    """A matrix (or stack) validated once, with its power-of-two scale and its spectra.
 
     Built by :func:`prepare`; every public function accepts one in place of an array, so a
-    matrix used many times is validated and scaled once, and exact block spectra computed for
-    one structure are reused by the others.
+    matrix used many times is validated once, and exact block spectra computed for one
+    structure are reused by the others.
+
+    No copy is made: singular values and energies are divided by the power of two ``scale``
+    afterwards (exact: ``σ(W / s) = σ(W) / s``), and squares are taken of scaled chunks, so
+    they cannot overflow.  Only a matrix of extreme magnitude (``max |W|`` outside
+    ``[2**-40, 2**40]``, where LAPACK's own results could overflow or lose precision) is
+    divided by its scale once, into a copy.
 
     Attributes
     ----------
     data : array
-        The scaled matrix ``W / scale`` on its own backend and device (float32 or float64).
+        The validated matrix on its own backend and device (float32 or float64), divided by
+        ``divisor``.
     xp : namespace
         Its array namespace.
     scale : float or numpy.ndarray
-        The power of two divided out (one per matrix for a stack).
+        The power of two that puts ``max |W|`` in ``[1, 2)`` (one per matrix for a stack);
+        every spectrum refers to ``W / scale``.
+    divisor : float or numpy.ndarray
+        What ``data`` was already divided by: 1, or ``scale`` for extreme magnitudes.
     shape : (int, int)
         ``(m, n)`` of the matrix (of every matrix of a stack).
     n_matrices : int or None
         Length of a stack; ``None`` for one matrix.
     """
 
-    def __init__(self, data: Any, xp: Any, scale: Any, n_matrices: int | None) -> None:
+    def __init__(
+        self, data: Any, xp: Any, scale: Any, n_matrices: int | None, divisor: Any = 1.0
+    ) -> None:
         self.data = data
         self.xp = xp
         self.scale = scale
+        self.divisor = divisor
         self.n_matrices = n_matrices
         self.shape = (int(data.shape[-2]), int(data.shape[-1]))
         self._energies: dict[tuple[int, int], np.ndarray] = {}
         self._exact: dict[tuple[int, int], BlockSpectra] = {}
+
+    @property
+    def remaining_scale(self) -> Any:
+        """What results computed from ``data`` are still to be divided by."""
+        return np.asarray(self.scale, dtype=np.float64) / np.asarray(self.divisor,
+                                                                     dtype=np.float64)
+
+    def _unscale(self, values: np.ndarray, n_block_axes: int) -> np.ndarray:
+        """Divide values computed from ``data`` (leading axes: stack, then blocks) to W/scale."""
+        rest = self.remaining_scale
+        if rest.ndim == 0:
+            return values / float(rest)
+        return values / rest.reshape(rest.shape + (1,) * (values.ndim - 1))
 
     def __repr__(self) -> str:
         m, n = self.shape
@@ -385,12 +415,28 @@ class PreparedMatrix:
     def partition(self, grid: tuple[int, int]) -> Partition:
         return Partition(self.shape, grid)
 
-    def energies(self, grid: tuple[int, int]) -> np.ndarray:
-        """Squared norm of every block of ``grid`` (of the scaled matrix), cached."""
+    def energies(
+        self, grid: tuple[int, int], blocks: tuple[tuple[int, int], ...]
+    ) -> tuple[np.ndarray, Any]:
+        """Energy of ``blocks`` of ``grid`` and of the rest (of ``W / scale``).
+
+        Whole grids of at most 65,536 blocks are cached; the rest is computed per request
+        without a ``p × q`` array.
+        """
         grid = tuple(grid)  # type: ignore[assignment]
+        part = self.partition(grid)
+        p, q = part.grid
+        if p * q > 1 << 16:
+            return held_energies(self.data, part, blocks, self.xp, self.remaining_scale)
         if grid not in self._energies:
-            self._energies[grid] = block_energies(self.data, self.partition(grid), self.xp)
-        return self._energies[grid]
+            self._energies[grid] = block_energies(self.data, part, self.xp, self.remaining_scale)
+        full = self._energies[grid]
+        arr = np.array(blocks, dtype=np.int64).reshape(-1, 2)
+        mask = np.ones((p, q), dtype=bool)
+        mask[arr[:, 0], arr[:, 1]] = False
+        held = full[..., arr[:, 0], arr[:, 1]]
+        outside = np.sum(full, axis=(-2, -1), where=mask)
+        return held, outside
 
     def spectra(
         self,
@@ -429,14 +475,23 @@ class PreparedMatrix:
         rng = check_random_state(random_state)
         part = self.partition(tuple(grid))  # type: ignore[arg-type]
         p, q = part.grid
-        all_blocks = tuple((i, j) for i in range(p) for j in range(q))
-        blocks = all_blocks if blocks is None else tuple(blocks)
+        if blocks is None:
+            blocks = tuple((i, j) for i in range(p) for j in range(q))
+        else:
+            blocks = tuple(blocks)
+            bad = [b for b in blocks if not (0 <= b[0] < p and 0 <= b[1] < q)]
+            if bad or len(set(blocks)) != len(blocks):
+                raise ValueError(
+                    f"blocks must be distinct (i, j) pairs of the {p} × {q} grid; got "
+                    f"{bad[0] if bad else 'a repeated pair'}"
+                )
+        whole = len(blocks) == p * q and blocks == tuple(sorted(blocks))
         if method == "exact":
             cached = self._exact.get(part.grid)
             if cached is not None:
-                return cached if blocks == all_blocks else cached.restrict(blocks)
+                return cached if whole else cached.restrict(blocks)
             spec = self._compute(part, blocks, None)
-            if blocks == all_blocks:
+            if whole:
                 self._exact[part.grid] = spec
             return spec
         if max_rank is None:
@@ -466,8 +521,9 @@ class PreparedMatrix:
         residual = np.zeros(lead + (len(blocks),))
         known = max_ranks.copy()
         for (mb, nb), positions in groups.items():
-            stack = stack_blocks(self.data, part, [blocks[k] for k in positions], xp)
+            group = [blocks[k] for k in positions]
             if plans[(mb, nb)]:
+                stack = stack_blocks(self.data, part, group, xp)
                 flat = xp.reshape(stack, (-1, mb, nb))
                 S, res = randomized_svd_stack(
                     flat, min(sampling.sample_rank, mb, nb), xp,  # type: ignore[union-attr]
@@ -476,20 +532,26 @@ class PreparedMatrix:
                 )
                 S = to_numpy(S).astype(np.float64).reshape(lead + (len(positions), -1))
                 res = to_numpy(res).astype(np.float64).reshape(lead + (len(positions),))
-                residual[..., positions] = res
+                rest = self.remaining_scale
+                rest2 = rest**2 if rest.ndim == 0 else (rest**2).reshape(rest.shape + (1,))
+                residual[..., positions] = res / rest2
             else:
-                S = to_numpy(svdvals_stack(stack, xp)).astype(np.float64)
-            del stack
+                view, block_axes = block_view(self.data, part, group, xp)
+                S = to_numpy(svdvals_stack(view, xp)).astype(np.float64)
+                S = S.reshape(lead + (len(positions), S.shape[-1]))
+            S = self._unscale(S, 1)
             sq[..., positions, : S.shape[-1]] = S * S
             known[positions] = S.shape[-1]
         randomized = sampling is not None and any(plans.values())
+        held, outside = self.energies(part.grid, blocks)
         return BlockSpectra(
             partition=part,
             blocks=blocks,
             sq=sq,
             known=known,
             residual=residual,
-            energies=self.energies(part.grid),
+            held_energies=held,
+            outside=outside,
             method="randomized" if randomized else "exact",
             sampling=sampling if randomized else None,
             scale=self.scale,
@@ -537,7 +599,13 @@ def prepare(W: Any, name: str = "W") -> PreparedMatrix:
         return W
     W, xp = as_matrix(W, name)
     scale = power_of_two_scale(W, xp)
-    return PreparedMatrix(W / scale, xp, scale, None)
+    if _EXTREME_LOW <= scale <= _EXTREME_HIGH:
+        return PreparedMatrix(W, xp, scale, None)
+    return PreparedMatrix(W / scale, xp, scale, None, divisor=scale)
+
+
+# Magnitudes outside this window are divided by their scale into a copy before decompositions.
+_EXTREME_LOW, _EXTREME_HIGH = 2.0**-40, 2.0**40
 
 
 def prepare_stack(X: Any, name: str = "matrices") -> PreparedMatrix:
@@ -555,10 +623,12 @@ def prepare_stack(X: Any, name: str = "matrices") -> PreparedMatrix:
         return X
     X, xp = as_matrix(X, name, stack=True)
     scales = power_of_two_scales(X, xp)
+    if np.all((scales >= _EXTREME_LOW) & (scales <= _EXTREME_HIGH)):
+        return PreparedMatrix(X, xp, scales, int(X.shape[0]))
     import array_api_compat
 
     divisor = xp.asarray(scales[:, None, None], dtype=X.dtype, device=array_api_compat.device(X))
-    return PreparedMatrix(X / divisor, xp, scales, int(X.shape[0]))
+    return PreparedMatrix(X / divisor, xp, scales, int(X.shape[0]), divisor=scales)
 
 
 def block_spectra(

@@ -115,7 +115,8 @@ class Structure:
     @property
     def n_active(self) -> int:
         """Number of blocks carrying a factor pair."""
-        return len(self.blocks)
+        p, q = self.grid
+        return p * q
 
     @property
     def is_uniform(self) -> bool:
@@ -133,7 +134,12 @@ class Structure:
         if isinstance(rank, (str, bytes)) or not isinstance(rank, Iterable):
             object.__setattr__(self, "rank", as_int(rank, "rank", minimum=1))
             return
-        ranks = tuple(as_int(r, f"rank[{k}]", minimum=0) for k, r in enumerate(rank))
+        if isinstance(rank, np.ndarray) and rank.ndim == 1 and rank.dtype.kind in "iu" and (
+            rank.size == 0 or rank.min() >= 0
+        ):
+            ranks = tuple(rank.tolist())  # fast path: already non-negative integers
+        else:
+            ranks = tuple(as_int(r, f"rank[{k}]", minimum=0) for k, r in enumerate(rank))
         if len(ranks) != self.n_active:
             raise ValueError(
                 f"rank has {len(ranks)} entries but {type(self).__name__} on a "
@@ -190,6 +196,9 @@ class Structure:
         part = self.partition(shape)
         return tuple(part.row_sizes[i] + part.col_sizes[j] for i, j in self.blocks)
 
+    # Closed forms on the array_split partition (larger parts first): block (0, 0) is the
+    # largest active block and the last active block the smallest, for every family.  They
+    # keep a search from enumerating the blocks of grids it will not compute.
     def unit_cost(self, shape: tuple[int, int]) -> int:
         """Parameters per unit of uniform rank, ``Σ_b (m_b + n_b)``.
 
@@ -201,12 +210,24 @@ class Structure:
         >>> Global(1).unit_cost((28, 28)), BlockGrid((2, 4), 1).unit_cost((28, 28))
         (56, 168)
         """
-        return sum(self.block_costs(shape))
+        m, n = self.partition(shape).shape
+        p, q = self.grid
+        return q * m + p * n
+
+    def min_block_cost(self, shape: tuple[int, int]) -> int:
+        """``m_b + n_b`` of the cheapest active block (the last one)."""
+        part = self.partition(shape)
+        return part.row_sizes[-1] + part.col_sizes[-1]
 
     def max_uniform_rank(self, shape: tuple[int, int]) -> int:
-        """Largest uniform rank: the smaller side of the smallest active block."""
+        """Largest uniform rank: the smaller side of the smallest active block (the last)."""
         part = self.partition(shape)
-        return min(min(part.block_shape(i, j)) for i, j in self.blocks)
+        return min(part.row_sizes[-1], part.col_sizes[-1])
+
+    def max_block_rank(self, shape: tuple[int, int]) -> int:
+        """Largest rank any active block can take: the smaller side of block ``(0, 0)``."""
+        part = self.partition(shape)
+        return min(part.row_sizes[0], part.col_sizes[0])
 
     def block_ranks(self, shape: tuple[int, int]) -> tuple[int, ...]:
         """Rank of every active block for a matrix of ``shape``, checked against block sizes.
@@ -394,6 +415,14 @@ class DiagonalBlocks(Structure):
     @property
     def blocks(self) -> tuple[tuple[int, int], ...]:
         return tuple((i, i) for i in range(self.n_blocks))
+
+    @property
+    def n_active(self) -> int:
+        return self.n_blocks
+
+    def unit_cost(self, shape: tuple[int, int]) -> int:
+        m, n = self.partition(shape).shape
+        return m + n
 
     @classmethod
     def on_grid(cls, grid: tuple[int, int], rank: Rank) -> DiagonalBlocks:
