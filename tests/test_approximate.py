@@ -201,3 +201,42 @@ def test_property_matches_reference_and_counts(m, n, seed, data):
     assert approx.error == pytest.approx(ref_error, rel=1e-9, abs=1e-12)
     np.testing.assert_allclose(approx.reconstruct(), ref_matrix, atol=1e-10)
     assert approx.n_params == sum(B.size + A.size for B, A in approx.factors)
+
+
+# -- v2: no copies, float32 in float32 -------------------------------------------------------
+
+
+def test_prepare_does_not_copy_the_matrix():
+    from lowrank_blocks import prepare
+
+    W = np.random.default_rng(0).standard_normal((50, 40))
+    assert prepare(W).data is W  # results are divided by the power of two instead
+    tiny = W * 2.0**-60  # extreme magnitude: divided once, into a copy
+    p = prepare(tiny)
+    assert p.data is not tiny and np.abs(p.data).max() >= 1.0
+
+
+def test_float32_large_blocks_stay_float32_with_float32_accuracy():
+    from lowrank_blocks import error_surface
+
+    rng = np.random.default_rng(1)
+    W = (rng.standard_normal((256, 40)) @ rng.standard_normal((40, 256))).astype(np.float32)
+    W += 0.05 * rng.standard_normal(W.shape).astype(np.float32)
+    single = error_surface(W, grids=[2], diagonal=[2]).to_frame()  # 128 x 128 blocks: sgesdd
+    double = error_surface(W.astype(np.float64), grids=[2], diagonal=[2]).to_frame()
+    diff = np.abs(single["error"].to_numpy() - double["error"].to_numpy())
+    assert diff.max() <= 1e-5  # float32's own precision on the relative error
+    a = approximate(W, BlockGrid(2, 5))
+    assert all(B.dtype == np.float32 and A.dtype == np.float32 for B, A in a.factors)
+    realized = np.linalg.norm(W.astype(np.float64) - a.reconstruct()) / np.linalg.norm(W)
+    assert a.error == pytest.approx(realized, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype,big", [(np.float32, 3e37), (np.float64, 1e300), (np.float64, 1e-300)])
+def test_extreme_magnitudes_through_the_large_block_path(dtype, big):
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((130, 70))
+    W = (base / np.abs(base).max() * big).astype(dtype)
+    a = approximate(W, BlockGrid((2, 1), 3))
+    ref = approximate(base, BlockGrid((2, 1), 3))  # same matrix up to a positive factor
+    assert np.isfinite(a.error) and a.error == pytest.approx(ref.error, rel=1e-4)
