@@ -260,6 +260,14 @@ def solve_allocation(costs: Sequence[int], gains: Sequence[Any], budgets: Any) -
     costs_arr = _check_costs(costs)
     gain_list = _check_gains(gains, len(costs_arr))
     budget_arr = _check_budgets(budgets)
+    return solve_checked(costs_arr, gain_list, budget_arr)
+
+
+def solve_checked(
+    costs_arr: np.ndarray, gain_list: list[np.ndarray], budget_arr: np.ndarray
+) -> AllocationSolution:
+    """:func:`solve_allocation` on inputs already checked (block spectra are, by construction:
+    int64 costs, float64 gains sorted descending and non-negative, int64 budgets >= 0)."""
     n_units = len(costs_arr)
     n_b = len(budget_arr)
     classes = _classes(costs_arr, gain_list) if n_units else []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "block_groups",
     "block_view",
     "held_energies",
+    "run_concurrently",
     "block_energies",
     "stack_blocks",
     "svd_stack",
@@ -272,10 +274,43 @@ def svdvals_stack(stack: Array, xp: Any) -> Array:
     return np.concatenate(parts, axis=0)
 
 
+_SERIAL = threading.local()  # set in threads that already share the cores with others
+
+
 def _numpy_workers_for(n_mat: int, m: int, n: int) -> int:
+    if getattr(_SERIAL, "on", False):
+        return 1
     if n_mat < 2 or n_mat * m * n * min(m, n) < _THREADING_MIN_WORK:
         return 1
     return max(1, min(os.cpu_count() or 1, n_mat))
+
+
+def run_concurrently(tasks: Sequence[Any], costs: Sequence[float]) -> list[Any]:
+    """Run NumPy decompositions concurrently, one BLAS thread each, largest first.
+
+    Independent decompositions (the grids of a surface) keep both cores busy better than
+    one multithreaded LAPACK call after another: bidiagonalization is memory-bound and gains
+    little from threaded BLAS.  Inside the tasks the batched calls run serially.  Returns the
+    results in the order of ``tasks``.
+    """
+    workers = min(os.cpu_count() or 1, len(tasks))
+    if workers < 2:
+        return [task() for task in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    def serial(task: Any) -> Any:
+        _SERIAL.on = True
+        try:
+            return task()
+        finally:
+            _SERIAL.on = False
+
+    order = sorted(range(len(tasks)), key=lambda k: -costs[k])
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        futures = {k: pool.submit(serial, tasks[k]) for k in order}
+        return [futures[k].result() for k in range(len(tasks))]
 
 
 def _svdvals_single(stack: np.ndarray) -> np.ndarray:

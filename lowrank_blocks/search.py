@@ -23,7 +23,7 @@ import pandas as pd
 from ._validate import check_random_state
 from .approximate import Approximation, approximate_prepared
 from .budgets import check_budget
-from .linalg import _check_randomized_options
+from .linalg import _check_randomized_options, run_concurrently
 from .spectra import BlockSpectra, PreparedMatrix, check_method, prepare
 from .structures import (
     STRUCTURE_TYPES,
@@ -103,6 +103,29 @@ def _compute_spectra(
 
     wanted = [j for j in _computation_order(jobs) if rank_for(j) >= 1]
     computed: dict[_Job, BlockSpectra] = {}
+    if method == "exact" and isinstance(prep.data, np.ndarray):
+        # Whole grids (and the 1 × 1 grid) concurrently, largest first; then the diagonal
+        # blocks, read from those grids or decomposed on their own.
+        whole = list(dict.fromkeys(
+            j.grid for j in wanted if j.cls is not DiagonalBlocks))
+        m, n = prep.shape
+        costs = [m * n * min(m / p, n / q) for p, q in whole]
+        with tqdm(total=len(wanted), disable=None if progress else True, desc="block spectra",
+                  leave=False, unit="grid") as bar:
+            def task(grid: tuple[int, int]) -> Callable[[], BlockSpectra]:
+                def run() -> BlockSpectra:
+                    out = prep.spectra(grid)
+                    bar.update(sum(1 for j in wanted if j.grid == grid
+                                   and j.cls is not DiagonalBlocks))
+                    return out
+                return run
+
+            run_concurrently([task(g) for g in whole], costs)
+            for job in wanted:
+                computed[job] = prep.spectra(job.grid, job.unit.blocks)
+                if job.cls is DiagonalBlocks:
+                    bar.update(1)
+        return {job: computed[job] for job in jobs if job in computed}
     bar = tqdm(wanted, disable=None if progress else True, desc="block spectra", leave=False,
                unit="grid")
     for job in bar:

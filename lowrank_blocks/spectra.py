@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._validate import as_int, check_random_state
-from .allocation import solve_allocation
+from .allocation import _check_budgets, solve_checked
 from .linalg import (
     _check_randomized_options,
     as_matrix,
@@ -339,7 +339,7 @@ class BlockSpectra:
             raise ValueError("allocate() works on the spectra of one matrix, not a stack")
         limits = self.rank_limits
         gains = [self.sq[b, : limits[b]] for b in range(len(self.blocks))]
-        sol = solve_allocation(self.costs, gains, budgets)
+        sol = solve_checked(self.costs.astype(np.int64), gains, _check_budgets(budgets))
         errors = np.atleast_1d(self.errors(sol.ranks))
         return sol.ranks, sol.used, errors
 
