@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_surfaces.py --sizes 1024 2048 --repeat 5
 	$(PY) benchmarks/bench_allocation.py
 	$(PY) benchmarks/bench_search.py --sizes 2000
+	$(PY) benchmarks/bench_randomized.py --size 2048
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis

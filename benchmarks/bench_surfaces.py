@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import median_time  # noqa: E402
 
 from lowrank_blocks import error_surface  # noqa: E402
 from lowrank_blocks.linalg import randomized_svd_stack, stack_blocks  # noqa: E402
@@ -39,14 +40,6 @@ from lowrank_blocks.structures import Partition  # noqa: E402
 
 GRIDS = [1, 2, 4, 8, 16]
 
-
-def median_time(fn, repeat: int = 7) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def loop_surface(W: np.ndarray) -> None:

@@ -182,16 +182,10 @@ def stack_blocks(
     """
     grid = _subgrid(blocks)
     if grid is not None:
-        rows, cols = grid
-        mb, nb = partition.block_shape(rows[0], cols[0])
-        r0, c0 = partition.row_offsets[rows[0]], partition.col_offsets[cols[0]]
-        p, q = len(rows), len(cols)
-        lead = tuple(W.shape[:-2])
-        k = len(lead)
-        sub = W[..., r0 : r0 + p * mb, c0 : c0 + q * nb]
-        sub = xp.reshape(sub, lead + (p, mb, q, nb))
-        axes = tuple(range(k)) + (k, k + 2, k + 1, k + 3)
-        return xp.reshape(xp.permute_dims(sub, axes), lead + (p * q, mb, nb))
+        view = _subgrid_view(W, partition, grid, xp)
+        lead = tuple(view.shape[:-4])
+        p, q, mb, nb = view.shape[-4:]
+        return xp.reshape(view, lead + (p * q, mb, nb))
     return xp.stack([W[(..., *partition.block_slices(i, j))] for i, j in blocks], axis=-3)
 
 
@@ -436,16 +430,23 @@ def block_view(
     if isinstance(W, np.ndarray):
         grid = _subgrid(blocks)
         if grid is not None:
-            rows, cols = grid
-            mb, nb = partition.block_shape(rows[0], cols[0])
-            r0, c0 = partition.row_offsets[rows[0]], partition.col_offsets[cols[0]]
-            p, q = len(rows), len(cols)
-            lead = W.shape[:-2]
-            k = len(lead)
-            sub = W[..., r0 : r0 + p * mb, c0 : c0 + q * nb].reshape(lead + (p, mb, q, nb))
-            axes = tuple(range(k)) + (k, k + 2, k + 1, k + 3)
-            return sub.transpose(axes), 2
+            return _subgrid_view(W, partition, grid, xp), 2
     return stack_blocks(W, partition, blocks, xp), 1
+
+
+def _subgrid_view(
+    W: Array, partition: Partition, grid: tuple[list[int], list[int]], xp: Any
+) -> Array:
+    """The blocks of a contiguous sub-grid as a ``(..., p, q, m_b, n_b)`` array (a view where
+    the backend allows: a reshape and a transpose of a sub-matrix)."""
+    rows, cols = grid
+    mb, nb = partition.block_shape(rows[0], cols[0])
+    r0, c0 = partition.row_offsets[rows[0]], partition.col_offsets[cols[0]]
+    p, q = len(rows), len(cols)
+    lead = tuple(W.shape[:-2])
+    k = len(lead)
+    sub = xp.reshape(W[..., r0 : r0 + p * mb, c0 : c0 + q * nb], lead + (p, mb, q, nb))
+    return xp.permute_dims(sub, tuple(range(k)) + (k, k + 2, k + 1, k + 3))
 
 
 def _subgrid(blocks: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
