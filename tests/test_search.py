@@ -26,6 +26,7 @@ from lowrank_blocks import (
     error_vs_budget,
 )
 from lowrank_blocks.linalg import randomized_svd_stack
+from lowrank_blocks.structures import structure_type
 
 RNG = np.random.default_rng(11)
 W_RAGGED = RNG.standard_normal((13, 17))
@@ -62,7 +63,7 @@ def test_uniform_curve_equals_brute_force_over_configurations(shape):
                 listed = configurations_at_budget(shape, b, at_most=True, families=[fam], grids=grids)
             except ValueError:  # below the cheapest configuration of this family
                 listed = []
-            candidates = [s for s in listed if fam == "global" or s.grid[0] in grids]
+            candidates = [s for s in listed if isinstance(s, Global) or s.grid[0] in grids]
             got = curve[(curve.family == fam) & (curve.budget == b)]
             if not candidates:
                 assert got.empty
@@ -119,7 +120,7 @@ def test_allocated_ranks_reproduce_curve_error_and_budget():
         spec = block_spectra(W, family, grid)
         for budget in (60, 150, 300):
             ranks = allocate_ranks(spec, budget)
-            s = (BlockGrid(grid, ranks) if family == "grid" else DiagonalBlocks(grid[0], ranks))
+            s = structure_type(family).on_grid(grid, ranks)
             approx = approximate(W, s)
             curve = error_vs_budget(W, [budget], families=[family], grids=[grid], diagonal=[grid[0]],
                                     allocation="optimal", count_rank_overhead=False).to_frame()
