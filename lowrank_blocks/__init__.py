@@ -21,6 +21,7 @@ Examples
 from .allocation import AllocationSolution, solve_allocation
 from .approximate import Approximation, approximate
 from .budgets import PaperConfigurations, configurations_at_budget, paper_rule
+from .layers import LayerAnalysis, analyze_layers
 from .partition import Partition, split_sizes
 from .search import Curve, Search, Surface, best_approximation, error_surface, error_vs_budget
 from .spectra import (
@@ -42,6 +43,7 @@ __all__ = [
     "Curve",
     "DiagonalBlocks",
     "Global",
+    "LayerAnalysis",
     "PaperConfigurations",
     "Partition",
     "PreparedMatrix",
@@ -50,6 +52,7 @@ __all__ = [
     "Study",
     "Surface",
     "allocate_ranks",
+    "analyze_layers",
     "approximate",
     "best_approximation",
     "block_spectra",

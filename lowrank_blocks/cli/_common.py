@@ -307,11 +307,16 @@ def format_table(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> 
 
 
 def export(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame as written to CSV/JSON: Structure objects become their full spec."""
-    if "structure" not in frame.columns:
-        return frame
-    return frame.assign(structure=[s if isinstance(s, str) or _missing(s) else s.spec
-                                   for s in frame["structure"]])
+    """The frame as written to CSV/JSON: Structure objects (in any column) become their full
+    spec, with every per-block rank."""
+    from ..structures import Structure
+
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype == object and any(isinstance(v, Structure) for v in frame[col]):
+            out = out.assign(**{col: [v.spec if isinstance(v, Structure) else v
+                                      for v in frame[col]]})
+    return out
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -340,8 +345,13 @@ def write_csv(frame: pd.DataFrame, path: Path | None = None) -> None:
         export(frame).to_csv(path, index=False)
 
 
+def json_text(document: Any) -> str:
+    """The JSON text of a document of records (NaN must already be null)."""
+    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(document))
 
 
 def emit(args: argparse.Namespace, frame: pd.DataFrame, text: Callable[[], str]) -> None:

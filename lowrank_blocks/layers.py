@@ -1,0 +1,383 @@
+"""Layer by layer: global, diagonal or block-grid structure for every matrix of a model.
+
+:func:`analyze_layers` reads the matrices of a model one at a time (a checkpoint, a PEFT adapter's
+updates ``ΔW``, the difference of two checkpoints, a ``state_dict`` or an ``nn.Module``: see
+:func:`lowrank_blocks.models.open_model`) and answers, for each, at a budget given per matrix:
+how well does each structure family approximate it with uniform ranks and with exactly optimal
+per-block ranks (rank integers charged), which structure wins, and how many parameters each
+family needs to reach given target errors.  One row per matrix, as WeightWatcher's
+``analyze()`` gives one row per layer; a summary weights the matrices by their size.
+
+Each matrix is validated once and its blocks' spectra are computed once and shared by every
+family, the uniform and optimal allocations and the target budgets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._validate import as_int
+from .budgets import check_budget
+from .search import default_grids, error_surface, error_vs_budget
+from .spectra import prepare
+from .structures import STRUCTURE_TYPES, Structure, structure_types
+
+__all__ = ["LayerAnalysis", "analyze_layers"]
+
+DEFAULT_TARGETS: tuple[float, ...] = (0.5, 0.2)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How the budget of every matrix is set: one of a fraction, a LoRA rank or a count."""
+
+    fraction: float | None = None
+    lora_rank: int | None = None
+    absolute: int | None = None
+
+    def for_shape(self, shape: tuple[int, int]) -> int:
+        m, n = shape
+        if self.fraction is not None:
+            return max(1, round(self.fraction * m * n))
+        if self.lora_rank is not None:
+            return self.lora_rank * (m + n)
+        return int(self.absolute)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        if self.fraction is not None:
+            return f"{self.fraction:g} of each matrix's entries"
+        if self.lora_rank is not None:
+            return f"LoRA rank {self.lora_rank} per matrix (r (m + n) parameters)"
+        return f"{self.absolute} parameters per matrix"
+
+
+def _check_budget_spec(fraction: Any, lora_rank: Any, budget: Any) -> Budget:
+    given = [x is not None for x in (fraction, lora_rank, budget)]
+    if sum(given) != 1:
+        raise ValueError(
+            "give exactly one of budget_fraction=F (of each matrix's entries), lora_rank=r "
+            "(r (m + n) parameters per matrix, what PEFT users set) or budget=N (parameters "
+            "per matrix)"
+        )
+    if fraction is not None:
+        if isinstance(fraction, (bool, np.bool_)) or not isinstance(
+            fraction, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(f"budget_fraction={fraction!r} must be a number in (0, 1]")
+        if not 0.0 < float(fraction) <= 1.0:
+            raise ValueError(f"budget_fraction={fraction!r} is not allowed; it must be in (0, 1]")
+        return Budget(fraction=float(fraction))
+    if lora_rank is not None:
+        return Budget(lora_rank=as_int(lora_rank, "lora_rank", minimum=1))
+    return Budget(absolute=check_budget(budget))
+
+
+def _check_targets(targets: Any) -> tuple[float, ...]:
+    values = [targets] if isinstance(targets, (int, float, np.floating)) else list(targets)
+    out = []
+    for k, t in enumerate(values):
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+            raise TypeError(f"targets[{k}]={t!r} must be a relative error in (0, 1)")
+        if not 0.0 < float(t) < 1.0:
+            raise ValueError(f"targets[{k}]={t!r} is not allowed; relative errors in (0, 1)")
+        out.append(float(t))
+    return tuple(out)
+
+
+@dataclass(frozen=True, repr=False)
+class LayerResult:
+    """The analysis of one matrix (one row of :meth:`LayerAnalysis.to_frame`)."""
+
+    name: str
+    shape: tuple[int, int]
+    budget: int
+    numerical_rank: int
+    stable_rank: float
+    uniform: dict[str, tuple[Structure, int, float] | None]
+    optimal: dict[str, tuple[Structure, int, int, float] | None]
+    needed: dict[str, dict[float, int | None]]
+
+    @property
+    def best(self) -> tuple[Structure, int, int, float] | None:
+        """The best configuration over families and allocations,
+        ``(structure, n_params, rank_overhead, error)``; ``None`` if nothing fits the budget."""
+        options = [v for v in self.optimal.values() if v is not None]
+        options += [(s, n, 0, e) for s, n, e in (v for v in self.uniform.values() if v)]
+        if not options:
+            return None
+        # Errors equal up to rounding are a tie: the fewest stored numbers win, then the
+        # simplest family (global before diagonal before grid).
+        low = min(o[3] for o in options)
+        tied = [o for o in options if o[3] <= low + 1e-12 * max(1.0, low)]
+        order = {c: k for k, c in enumerate(STRUCTURE_TYPES)}
+        return min(tied, key=lambda o: (o[1] + o[2], order.get(type(o[0]), 9), o[3]))
+
+
+@dataclass(frozen=True, repr=False)
+class LayerAnalysis:
+    """One row per matrix of a model (see :func:`analyze_layers`).
+
+    Attributes
+    ----------
+    layers : list of LayerResult
+        In the order of the source.
+    skipped : list
+        Tensors not analysed, each with a reason (biases, buffers, tiny matrices...).
+    budget : Budget
+        How each matrix's budget was set.
+    families : tuple of Structure classes
+        Families compared.
+    targets : tuple of float
+        Target relative errors of the ``params_<family>_to_<t>`` columns.
+    source : str
+        What was read (for titles).
+    """
+
+    layers: list[LayerResult]
+    skipped: list[Any]
+    budget: Budget
+    families: tuple[type[Structure], ...]
+    targets: tuple[float, ...]
+    source: str = ""
+    _frame: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        return (f"LayerAnalysis({len(self.layers)} matrices, {len(self.skipped)} skipped, "
+                f"budget: {self.budget.describe()})\n" + self.summary().to_string())
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per matrix.
+
+        Columns: ``name, rows, cols, n_params, budget, numerical_rank, stable_rank``; per
+        family ``error_<family>`` (best grid, uniform ranks) and ``structure_<family>``,
+        ``error_<family>_optimal`` (exactly optimal per-block ranks, rank integers charged);
+        ``best`` (the winning family over both allocations), ``best_structure``,
+        ``best_error``, ``best_n_params``, ``best_rank_overhead``; and per family and target
+        ``params_<family>_to_<t>`` (the fewest parameters reaching error ``t`` with uniform
+        ranks; missing if no configuration does).
+        """
+        if "frame" in self._frame:
+            return self._frame["frame"].copy()
+        rows = []
+        for layer in self.layers:
+            m, n = layer.shape
+            row: dict[str, Any] = {
+                "name": layer.name, "rows": m, "cols": n, "n_params": m * n,
+                "budget": layer.budget, "numerical_rank": layer.numerical_rank,
+                "stable_rank": layer.stable_rank,
+            }
+            for cls in self.families:
+                u = layer.uniform.get(cls.family)
+                row[f"error_{cls.family}"] = u[2] if u else math.nan
+                row[f"structure_{cls.family}"] = u[0] if u else None
+            for cls in self.families:
+                o = layer.optimal.get(cls.family)
+                row[f"error_{cls.family}_optimal"] = o[3] if o else math.nan
+            best = layer.best
+            if best is None:  # the budget is below every configuration of this matrix
+                row.update({"best": None, "best_structure": None, "best_error": math.nan,
+                            "best_n_params": pd.NA, "best_rank_overhead": pd.NA})
+            else:
+                s, n_params, overhead, err = best
+                row.update({"best": s.family, "best_structure": s, "best_error": err,
+                            "best_n_params": n_params, "best_rank_overhead": overhead})
+            for cls in self.families:
+                for t in self.targets:
+                    row[f"params_{cls.family}_to_{t:g}"] = layer.needed[cls.family].get(t)
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        for col in frame.columns:
+            if col.startswith("params_"):
+                frame[col] = frame[col].astype("Int64")
+        self._frame["frame"] = frame
+        return frame.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """One row per family: wins, mean error (uniform and optimal), and the mean weighted by
+        the matrices' sizes (a large matrix counts more), over the matrices analysed."""
+        frame = self.to_frame()
+        if frame.empty:
+            return pd.DataFrame()
+        weights = frame["n_params"].to_numpy(dtype=np.float64)
+        rows = []
+        for cls in self.families:
+            u = frame[f"error_{cls.family}"].to_numpy(dtype=np.float64)
+            o = frame[f"error_{cls.family}_optimal"].to_numpy(dtype=np.float64)
+            ok_u, ok_o = ~np.isnan(u), ~np.isnan(o)
+            rows.append({
+                "family": cls.family, "paper_name": cls.paper_name,
+                "wins": int((frame["best"] == cls.family).sum()),
+                "mean_error": float(np.mean(u[ok_u])) if ok_u.any() else math.nan,
+                "weighted_error": (float(np.average(u[ok_u], weights=weights[ok_u]))
+                                   if ok_u.any() else math.nan),
+                "mean_error_optimal": float(np.mean(o[ok_o])) if ok_o.any() else math.nan,
+                "weighted_error_optimal": (float(np.average(o[ok_o], weights=weights[ok_o]))
+                                           if ok_o.any() else math.nan),
+            })
+        return pd.DataFrame(rows).set_index("family")
+
+    def skipped_frame(self) -> pd.DataFrame:
+        """The tensors not analysed: ``name, shape, reason``."""
+        return pd.DataFrame(
+            [{"name": s.name, "shape": tuple(s.shape), "reason": s.reason} for s in self.skipped],
+            columns=["name", "shape", "reason"],
+        )
+
+
+def _ranks(spec_sq: np.ndarray, scale: float) -> tuple[int, float]:
+    """Numerical rank (σ > max(m, n) eps σ_1, LAPACK's convention) and stable rank ‖W‖²/σ_1²."""
+    sq = spec_sq[spec_sq > 0]
+    if not len(sq):
+        return 0, 0.0
+    top = sq.max()
+    return int(np.sum(sq > top * scale**2)), float(sq.sum() / top)
+
+
+def _analyze_one(
+    name: str,
+    W: Any,
+    budget: int,
+    types: tuple[type[Structure], ...],
+    grids: Any,
+    diagonal: Any,
+    targets: tuple[float, ...],
+) -> LayerResult:
+    prep = prepare(W, name=name)
+    shape = prep.shape
+    grids = default_grids(shape) if grids is None else grids
+    diagonal = default_grids(shape) if diagonal is None else diagonal
+    uniform: dict[str, Any] = {c.family: None for c in types}
+    optimal: dict[str, Any] = {c.family: None for c in types}
+    try:
+        curve = error_vs_budget(prep, [budget], families=types, grids=grids, diagonal=diagonal)
+    except ValueError:  # the budget is below every configuration: no row fits
+        curve = None
+    if curve is not None:
+        for pt in curve.points:
+            fam = pt.structure.family
+            if pt.allocation == "uniform":
+                uniform[fam] = (pt.structure, pt.n_params, pt.error)
+            else:
+                optimal[fam] = (pt.structure, pt.n_params, pt.rank_overhead, pt.error)
+    # Target budgets from the whole uniform surface (the same spectra, already computed).
+    surface = error_surface(prep, grids=grids, diagonal=diagonal, families=types)
+    needed: dict[str, dict[float, int | None]] = {c.family: {} for c in types}
+    for s, n_params, err in surface.entries:
+        for t in targets:
+            best = needed[s.family].get(t)
+            if err <= t and (best is None or n_params < best):
+                needed[s.family][t] = n_params
+    glob = prep.spectra((1, 1))
+    eps = np.finfo(np.dtype(str(prep.dtype).split(".")[-1])).eps
+    numerical, stable = _ranks(glob.sq[0], max(shape) * eps)
+    return LayerResult(name, shape, budget, numerical, stable, uniform, optimal, needed)
+
+
+def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[Any, list[Any], str]:
+    """(name, loader) pairs of the source, the skipped list and a description."""
+    if isinstance(source, Mapping) and source and all(
+        isinstance(v, np.ndarray) and v.ndim == 2 for v in source.values()
+    ) and base is None:
+        items = [(str(k), (lambda v=v: v), tuple(v.shape)) for k, v in source.items()]
+        return items, [], "dict of matrices"
+    if isinstance(source, Iterable) and not isinstance(source, (str, bytes, Mapping)) and not (
+        hasattr(source, "matrices") or hasattr(source, "state_dict")
+    ) and not hasattr(source, "__fspath__"):
+        items = []
+        for k, pair in enumerate(source):
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError(
+                    f"source item {k} is {type(pair).__name__}; an iterable source must hold "
+                    f"(name, matrix) pairs"
+                )
+            nm, mat = pair
+            items.append((str(nm), (lambda v=mat: v), tuple(getattr(mat, "shape", ()))))
+        return items, [], "matrices"
+    from .models import ModelMatrices, open_model
+
+    mm = source if isinstance(source, ModelMatrices) else open_model(
+        source, base=base, pattern=pattern, reshape_conv=reshape_conv)
+    items = [(m.name, m.load, tuple(m.shape)) for m in mm.matrices]
+    return items, list(mm.skipped), mm.kind
+
+
+def analyze_layers(
+    source: Any,
+    *,
+    budget_fraction: float | None = None,
+    lora_rank: int | None = None,
+    budget: int | None = None,
+    base: Any = None,
+    pattern: str | None = None,
+    reshape_conv: bool = False,
+    families: Sequence[str | type[Structure]] = STRUCTURE_TYPES,
+    grids: Any = None,
+    diagonal: Any = None,
+    targets: Sequence[float] = DEFAULT_TARGETS,
+    progress: bool = True,
+) -> LayerAnalysis:
+    """Global, diagonal or block-grid structure for every matrix of a model, at one budget each.
+
+    Parameters
+    ----------
+    source
+        A checkpoint file or directory, a PEFT adapter directory, a ``state_dict``, an
+        ``nn.Module`` (see :func:`lowrank_blocks.models.open_model`), a
+        :class:`~lowrank_blocks.models.ModelMatrices`, a dict of 2-D arrays, or an iterable of
+        ``(name, matrix)`` pairs.  Matrices are read one at a time.
+    budget_fraction, lora_rank, budget
+        Exactly one: each matrix's budget as a fraction of its entries, as the parameters of a
+        LoRA of rank ``r`` on it (``r (m + n)``: what PEFT users think in), or a count.
+    base
+        Another source: analyse ``source − base`` (a fine-tuning update), tensor by tensor.
+    pattern, reshape_conv
+        Passed to :func:`~lowrank_blocks.models.open_model`.
+    families, grids, diagonal
+        As in :func:`~lowrank_blocks.error_vs_budget` (default ``K, N ∈ {2, 4, 8, 16}``).
+    targets : sequence of float, default (0.5, 0.2)
+        Relative errors whose required budgets are reported per family.
+    progress : bool, default True
+        A progress bar over the matrices (terminal and Jupyter; off on non-terminals).
+
+    Returns
+    -------
+    LayerAnalysis
+        ``.to_frame()`` (one row per matrix), ``.summary()``, ``.skipped_frame()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> mats = {"q": rng.standard_normal((32, 32)), "k": rng.standard_normal((32, 64))}
+    >>> res = analyze_layers(mats, lora_rank=4, progress=False)
+    >>> res.to_frame()[["name", "rows", "cols", "budget"]].values.tolist()
+    [['q', 32, 32, 256], ['k', 32, 64, 384]]
+    """
+    spec = _check_budget_spec(budget_fraction, lora_rank, budget)
+    types = structure_types(families)
+    target_values = _check_targets(targets)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress={progress!r} must be True or False")
+    items, skipped, kind = _pairs(source, base, pattern, reshape_conv)
+    from ._progress import progress_bar
+
+    layers = []
+    for name, load, _shape in progress_bar(items, enabled=progress, desc="matrices",
+                                           unit="matrix"):
+        W = load()
+        shape = (int(W.shape[0]), int(W.shape[1])) if getattr(W, "ndim", 0) == 2 else None
+        if shape is None:
+            raise ValueError(f"{name} is not a 2-D matrix (shape {getattr(W, 'shape', None)})")
+        layers.append(_analyze_one(name, W, spec.for_shape(shape), types, grids, diagonal,
+                                   target_values))
+        del W
+    return LayerAnalysis(layers, skipped, spec, types, target_values, kind)

@@ -1,0 +1,150 @@
+"""Per-layer analysis (lowrank_blocks.layers) against independent references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from reference import block_svd_reference
+
+from lowrank_blocks import BlockGrid, DiagonalBlocks, Global, configurations_at_budget
+from lowrank_blocks.layers import analyze_layers
+
+RNG = np.random.default_rng(31)
+
+
+def _mats():
+    return {
+        "dense": RNG.standard_normal((24, 24)),
+        "wide": RNG.standard_normal((16, 40)) * np.linspace(0.2, 2, 40),
+        "blocky": np.kron(RNG.standard_normal((4, 4)), np.ones((6, 6)))
+        + 0.01 * RNG.standard_normal((24, 24)),
+    }
+
+
+def _best_uniform(W, budget, cls, ks):
+    """Brute force: every uniform configuration within the budget, errors by explicit SVDs."""
+    best = math.inf
+    for s in configurations_at_budget(W.shape, budget, at_most=True, families=[cls],
+                                      grids=ks, diagonal=ks) if budget >= 1 else []:
+        if isinstance(s, Global) or s.grid[0] in ks:
+            best = min(best, block_svd_reference(W, s.grid, s.blocks, s.block_ranks(W.shape))[1])
+    return best
+
+
+@pytest.mark.parametrize("how", [{"lora_rank": 2}, {"budget_fraction": 0.25}, {"budget": 300}])
+def test_rows_match_brute_force_references(how):
+    mats = _mats()
+    res = analyze_layers(mats, progress=False, grids=[2, 4], diagonal=[2, 4], **how)
+    frame = res.to_frame()
+    assert frame["name"].tolist() == list(mats)
+    for row, (name, W) in zip(frame.itertuples(), mats.items()):
+        m, n = W.shape
+        budget = {"lora_rank": 2 * (m + n), "budget_fraction": round(0.25 * m * n),
+                  "budget": 300}[next(iter(how))]
+        assert row.budget == budget
+        s = np.linalg.svd(W, compute_uv=False)
+        assert row.numerical_rank == np.linalg.matrix_rank(W)
+        assert row.stable_rank == pytest.approx(np.sum(s**2) / s[0] ** 2, rel=1e-10)
+        for cls, col in ((Global, "error_global"), (DiagonalBlocks, "error_diagonal"),
+                         (BlockGrid, "error_grid")):
+            try:
+                ref = _best_uniform(W, budget, cls, [2, 4])
+            except ValueError:
+                ref = math.inf
+            got = getattr(row, col)
+            if math.isinf(ref):
+                assert math.isnan(got)
+            else:
+                assert got == pytest.approx(ref, rel=1e-9, abs=1e-12), (name, col)
+        # the optimal allocation (rank integers charged) is never worse than uniform
+        for fam in ("global", "diagonal", "grid"):
+            u, o = getattr(row, f"error_{fam}"), getattr(row, f"error_{fam}_optimal")
+            if not math.isnan(u):
+                assert o <= u + 1e-12
+        assert row.best_error == pytest.approx(
+            np.nanmin([getattr(row, f"error_{f}{a}") for f in ("global", "diagonal", "grid")
+                       for a in ("", "_optimal")]), abs=1e-12)
+        assert row.best_n_params + row.best_rank_overhead <= budget
+
+
+def test_budget_needed_for_targets_by_brute_force():
+    W = _mats()["wide"]
+    res = analyze_layers({"w": W}, lora_rank=1, grids=[2, 4], diagonal=[2, 4], targets=[0.5, 0.2],
+                         progress=False)
+    row = res.to_frame().iloc[0]
+    m, n = W.shape
+    for cls, fam in ((Global, "global"), (BlockGrid, "grid"), (DiagonalBlocks, "diagonal")):
+        for t in (0.5, 0.2):
+            best = None
+            for budget in range(1, m * n * 4):
+                try:
+                    listed = configurations_at_budget(W.shape, budget, families=[cls],
+                                                      grids=[2, 4], diagonal=[2, 4])
+                except ValueError:
+                    continue
+                errs = [block_svd_reference(W, s.grid, s.blocks, s.block_ranks(W.shape))[1]
+                        for s in listed if isinstance(s, Global) or s.grid[0] in (2, 4)]
+                if errs and min(errs) <= t:
+                    best = budget
+                    break
+            got = row[f"params_{fam}_to_{t:g}"]
+            assert (pd.isna(got) and best is None) or got == best, (fam, t, got, best)
+
+
+def test_summary_weights_by_size_and_counts_wins():
+    mats = _mats()
+    res = analyze_layers(mats, lora_rank=2, progress=False)
+    frame = res.to_frame()
+    summary = res.summary()
+    w = frame["n_params"].to_numpy(float)
+    for fam in ("global", "diagonal", "grid"):
+        e = frame[f"error_{fam}"].to_numpy(float)
+        ok = ~np.isnan(e)
+        assert summary.loc[fam, "weighted_error"] == pytest.approx(np.average(e[ok], weights=w[ok]))
+        assert summary.loc[fam, "mean_error"] == pytest.approx(e[ok].mean())
+    assert summary["wins"].sum() == len(frame)
+
+
+def test_an_exactly_block_low_rank_matrix_is_won_by_the_grid_and_ties_go_to_the_simplest():
+    blocky = np.kron(RNG.standard_normal((4, 4)), np.ones((8, 8)))  # rank 4, block rank 1
+    res = analyze_layers({"b": blocky, "g": RNG.standard_normal((32, 4)) @ RNG.standard_normal((4, 32))},
+                         budget=256, progress=False)
+    frame = res.to_frame().set_index("name")
+    # rank 4 globally: Global(4) costs 256 and is exact, as is the 4 x 4 grid of rank 1 (256):
+    # equal errors and sizes, so the simpler structure wins
+    assert frame.loc["b", "best_error"] < 1e-10 and frame.loc["b", "best"] == "global"
+    assert frame.loc["g", "best"] == "global"
+
+
+def test_bad_arguments_are_named():
+    mats = _mats()
+    with pytest.raises(ValueError, match="exactly one of budget_fraction"):
+        analyze_layers(mats, progress=False)
+    with pytest.raises(ValueError, match="exactly one of budget_fraction"):
+        analyze_layers(mats, lora_rank=2, budget=10, progress=False)
+    with pytest.raises(ValueError, match="budget_fraction=1.5 is not allowed"):
+        analyze_layers(mats, budget_fraction=1.5, progress=False)
+    with pytest.raises(ValueError, match="lora_rank=0 is not allowed"):
+        analyze_layers(mats, lora_rank=0, progress=False)
+    with pytest.raises(ValueError, match=r"targets\[0\]=2 is not allowed"):
+        analyze_layers(mats, lora_rank=1, targets=[2], progress=False)
+    with pytest.raises(TypeError, match="source item 0"):
+        analyze_layers([np.eye(3)], lora_rank=1, progress=False)
+
+
+def test_plots_of_a_layer_analysis(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lowrank_blocks.plotting import plot_layer_bars, plot_layer_heatmap
+
+    res = analyze_layers(_mats(), lora_rank=2, progress=False)
+    for fn in (plot_layer_heatmap, plot_layer_bars):
+        ax = fn(res)
+        assert len(ax.get_yticklabels()) == 3
+        ax.figure.savefig(tmp_path / f"{fn.__name__}.png")
+        assert (tmp_path / f"{fn.__name__}.png").stat().st_size > 1000
