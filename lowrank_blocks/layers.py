@@ -136,7 +136,7 @@ class LayerAnalysis:
     targets : tuple of float
         Target relative errors of the ``params_<family>_to_<t>`` columns.
     source : str
-        What was read (for titles).
+        The kind of source read: ``'checkpoint'``, ``'lora adapter'``, ``'difference'``...
     """
 
     layers: list[LayerResult]
@@ -250,6 +250,7 @@ def _analyze_one(
     grids: Any,
     diagonal: Any,
     targets: tuple[float, ...],
+    storage: str | None = None,
 ) -> LayerResult:
     prep = prepare(W, name=name)
     shape = prep.shape
@@ -277,9 +278,18 @@ def _analyze_one(
             if err <= t and (best is None or n_params < best):
                 needed[s.family][t] = n_params
     glob = prep.spectra((1, 1))
-    eps = np.finfo(np.dtype(str(prep.dtype).split(".")[-1])).eps
+    # The numerical rank uses the precision the matrix was stored in (a float32 checkpoint read
+    # as float64 is still float32 data).
+    eps = max(np.finfo(np.dtype(str(prep.dtype).split(".")[-1])).eps, _storage_eps(storage))
     numerical, stable = _ranks(glob.sq[0], max(shape) * eps)
     return LayerResult(name, shape, budget, numerical, stable, uniform, optimal, needed)
+
+
+def _storage_eps(dtype: str | None) -> float:
+    try:
+        return float(np.finfo(np.dtype(dtype)).eps) if dtype else 0.0
+    except TypeError:  # bfloat16 and other names NumPy does not know
+        return 2.0**-7 if dtype and "bfloat16" in dtype else 0.0
 
 
 def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[Any, list[Any], str]:
@@ -287,7 +297,7 @@ def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[An
     if isinstance(source, Mapping) and source and all(
         isinstance(v, np.ndarray) and v.ndim == 2 for v in source.values()
     ) and base is None:
-        items = [(str(k), (lambda v=v: v), tuple(v.shape)) for k, v in source.items()]
+        items = [(str(k), (lambda v=v: v), None) for k, v in source.items()]
         return items, [], "dict of matrices"
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, Mapping)) and not (
         hasattr(source, "matrices") or hasattr(source, "state_dict")
@@ -300,13 +310,20 @@ def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[An
                     f"(name, matrix) pairs"
                 )
             nm, mat = pair
-            items.append((str(nm), (lambda v=mat: v), tuple(getattr(mat, "shape", ()))))
+            items.append((str(nm), (lambda v=mat: v), None))
         return items, [], "matrices"
     from .models import ModelMatrices, open_model
 
-    mm = source if isinstance(source, ModelMatrices) else open_model(
-        source, base=base, pattern=pattern, reshape_conv=reshape_conv)
-    items = [(m.name, m.load, tuple(m.shape)) for m in mm.matrices]
+    if isinstance(source, ModelMatrices):
+        if base is not None or pattern is not None or reshape_conv:
+            raise ValueError(
+                "base, pattern and reshape_conv apply when a model is opened; pass them to "
+                "open_model, or pass the path (or state_dict) itself to analyze_layers"
+            )
+        mm = source
+    else:
+        mm = open_model(source, base=base, pattern=pattern, reshape_conv=reshape_conv)
+    items = [(m.name, m.load, m.dtype) for m in mm.matrices]
     return items, list(mm.skipped), mm.kind
 
 
@@ -338,7 +355,10 @@ def analyze_layers(
         Exactly one: each matrix's budget as a fraction of its entries, as the parameters of a
         LoRA of rank ``r`` on it (``r (m + n)``: what PEFT users think in), or a count.
     base
-        Another source: analyse ``source − base`` (a fine-tuning update), tensor by tensor.
+        Another source: analyse ``source − base`` (a fine-tuning update), tensor by tensor;
+        tensors the update leaves unchanged are listed as skipped.  (The numerical rank of an
+        update uses the storage precision relative to the update itself; rounding of the
+        checkpoints, relative to the weights, can add small singular values above it.)
     pattern, reshape_conv
         Passed to :func:`~lowrank_blocks.models.open_model`.
     families, grids, diagonal
@@ -369,15 +389,19 @@ def analyze_layers(
         raise TypeError(f"progress={progress!r} must be True or False")
     items, skipped, kind = _pairs(source, base, pattern, reshape_conv)
     from ._progress import progress_bar
+    from .models import Skipped
 
     layers = []
-    for name, load, _shape in progress_bar(items, enabled=progress, desc="matrices",
-                                           unit="matrix"):
+    for name, load, storage in progress_bar(items, enabled=progress, desc="matrices",
+                                            unit="matrix"):
         W = load()
         shape = (int(W.shape[0]), int(W.shape[1])) if getattr(W, "ndim", 0) == 2 else None
         if shape is None:
             raise ValueError(f"{name} is not a 2-D matrix (shape {getattr(W, 'shape', None)})")
+        if kind == "difference" and not bool(np.any(np.asarray(W) != 0)):
+            skipped.append(Skipped(name, shape, "unchanged: the update is zero"))
+            continue
         layers.append(_analyze_one(name, W, spec.for_shape(shape), types, grids, diagonal,
-                                   target_values))
+                                   target_values, storage))
         del W
     return LayerAnalysis(layers, skipped, spec, types, target_values, kind)

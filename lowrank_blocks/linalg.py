@@ -56,7 +56,14 @@ def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array
     >>> W.dtype
     dtype('float64')
     """
+    if not array_api_compat.is_array_api_obj(W) and _is_layer(W):
+        W = W.weight.detach()  # an nn.Linear (or any layer with a 2-D weight): its weight
     if not array_api_compat.is_array_api_obj(W):
+        if hasattr(W, "state_dict") or (isinstance(W, dict) and W):
+            raise TypeError(
+                f"{name} is a {type(W).__name__} holding several tensors; pass one matrix, or "
+                f"analyse them all with lowrank_blocks.analyze_layers / compare_many"
+            )
         try:
             W = np.asarray(W)
         except (ValueError, TypeError) as exc:
@@ -124,6 +131,17 @@ def _count_not_finite(W: Array, xp: Any) -> int:
         if not bool(xp.all(finite)):
             bad += int(xp.sum(xp.astype(~finite, xp.int64)))
     return bad
+
+
+def _is_layer(obj: object) -> bool:
+    """A layer object (``torch.nn.Linear`` and the like) whose ``weight`` is a 2-D tensor."""
+    weight = getattr(obj, "weight", None)
+    return (
+        weight is not None
+        and hasattr(weight, "detach")
+        and len(getattr(weight, "shape", ())) == 2
+        and hasattr(obj, "state_dict")
+    )
 
 
 def power_of_two_scale(W: Array, xp: Any) -> float:

@@ -1128,5 +1128,6 @@ def plot_layer_bars(analysis: Any, *, optimal: bool = False, ax: Axes | None = N
     ax.grid(axis="x", alpha=0.3)
     kind = "optimal per-block ranks" if optimal else "uniform ranks"
     ax.set_title(f"{n_rows} matrices ({kind})", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if n_rows <= 8 else -0.08),
+              ncol=len(families), fontsize=8, frameon=False)
     return ax

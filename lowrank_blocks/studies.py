@@ -9,7 +9,8 @@ with bootstrap confidence intervals (:func:`scipy.stats.bootstrap`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +201,15 @@ def compare_many(
     if structures is None and budget is None:
         raise ValueError("give budget=... (search per family) or structures=[...] (fixed)")
     rows: list[dict[str, Any]] = []
+    if isinstance(matrices, Mapping) or hasattr(matrices, "state_dict") or isinstance(
+        matrices, (str, os.PathLike)
+    ):  # a state_dict, an nn.Module or a checkpoint: its 2-D weights, read one at a time
+        from .models import open_model
+
+        mm = open_model(matrices)
+        if not len(mm):
+            raise ValueError(f"matrices ({mm.kind}) holds no 2-D weight to compare")
+        matrices = (nm.load() for nm in mm.matrices)
     is_stack = isinstance(matrices, PreparedMatrix) or (
         array_api_compat.is_array_api_obj(matrices) and len(matrices.shape) == 3
     )

