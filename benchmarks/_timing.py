@@ -16,3 +16,41 @@ def median_time(fn: Callable[[], Any], repeat: int = 7) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def peak_memory(setup: str, run: str) -> float:
+    """Peak resident memory (bytes) that ``run`` adds, in a fresh Python process.
+
+    ``setup`` runs first (imports, warm-up: not counted); then a thread samples the resident
+    set size (``/proc/self/statm``) every millisecond while ``run`` executes, so allocations
+    outside NumPy's tracking (LAPACK workspaces) count too.  Both are Python source; the
+    repository root is on ``sys.path``.
+    """
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    code = f"""
+import os, sys, threading, time
+sys.path.insert(0, {root!r})
+{textwrap.dedent(setup)}
+page = os.sysconf('SC_PAGE_SIZE')
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * page
+peak = [rss()]
+base = peak[0]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.001)
+thread = threading.Thread(target=sample); thread.start()
+{textwrap.dedent(run)}
+done.set(); thread.join()
+print(peak[0] - base)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())

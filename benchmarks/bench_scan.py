@@ -16,7 +16,6 @@ Run ``python benchmarks/bench_scan.py [--repeat 3]``.  It prints
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _timing import median_time  # noqa: E402
+from _timing import median_time, peak_memory  # noqa: E402
 
 from lowrank_blocks.layers import analyze_layers  # noqa: E402
 from lowrank_blocks.models import open_model  # noqa: E402
@@ -54,30 +53,12 @@ def checkpoint() -> tuple[str, Path]:
 
 
 def peak_scan_memory(path: Path) -> float:
-    code = f"""
-import os, sys, threading, time
-sys.path.insert(0, {str(ROOT)!r})
-import numpy as np
-from lowrank_blocks.layers import analyze_layers
-page = os.sysconf('SC_PAGE_SIZE')
-def rss():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * page
-analyze_layers({{'w': np.eye(64, dtype=np.float32)}}, lora_rank=2, progress=False)  # warm up
-peak = [rss()]
-base = peak[0]
-done = threading.Event()
-def sample():
-    while not done.is_set():
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.002)
-t = threading.Thread(target=sample); t.start()
-analyze_layers({str(path)!r}, lora_rank=8, progress=False)
-done.set(); t.join()
-print(peak[0] - base)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
+    return peak_memory(
+        "import numpy as np\n"
+        "from lowrank_blocks.layers import analyze_layers\n"
+        "analyze_layers({'w': np.eye(64, dtype=np.float32)}, lora_rank=2, progress=False)\n",
+        f"analyze_layers({str(path)!r}, lora_rank=8, progress=False)\n",
+    )
 
 
 def main() -> None:

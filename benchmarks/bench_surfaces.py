@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import median_time  # noqa: E402
+from _timing import median_time, peak_memory  # noqa: E402
 
 from lowrank_blocks import error_surface  # noqa: E402
 from lowrank_blocks.linalg import randomized_svd_stack, stack_blocks  # noqa: E402
@@ -53,36 +52,15 @@ def loop_surface(W: np.ndarray) -> None:
 
 
 def peak_memory_ratio(d: int) -> float:
-    """Peak resident memory added by creating W and computing its surface, ÷ W.nbytes.
-
-    A fresh process samples its resident set size (``/proc/self/statm``) every millisecond in a
-    background thread, so allocations outside NumPy's tracking (LAPACK workspaces) count too.
-    """
-    code = f"""
-import os, sys, threading, time
-import numpy as np
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from lowrank_blocks import error_surface
-page = os.sysconf('SC_PAGE_SIZE')
-def rss():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * page
-error_surface(np.eye(64), grids=[1, 2], families=['grid'])  # warm imports and thread pools
-peak = [rss()]
-base = peak[0]
-done = threading.Event()
-def sample():
-    while not done.is_set():
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.001)
-t = threading.Thread(target=sample); t.start()
-W = np.random.default_rng(0).standard_normal(({d}, {d}))
-error_surface(W, grids={GRIDS}, families=['grid'])
-done.set(); t.join()
-print((peak[0] - base) / W.nbytes)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
+    """Peak memory of creating W and computing its surface, ÷ W.nbytes (W counts as 1)."""
+    added = peak_memory(
+        "import numpy as np\n"
+        "from lowrank_blocks import error_surface\n"
+        "error_surface(np.eye(64), grids=[1, 2], families=['grid'])  # imports, thread pools\n",
+        f"W = np.random.default_rng(0).standard_normal(({d}, {d}))\n"
+        f"error_surface(W, grids={GRIDS}, families=['grid'])\n",
+    )
+    return added / (d * d * 8)
 
 
 def main() -> None:
