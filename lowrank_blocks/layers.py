@@ -79,6 +79,8 @@ def _check_budget_spec(fraction: Any, lora_rank: Any, budget: Any) -> Budget:
 
 
 def _check_targets(targets: Any) -> tuple[float, ...]:
+    if isinstance(targets, np.ndarray) and targets.ndim == 0:
+        targets = targets.item()
     values = [targets] if isinstance(targets, (int, float, np.floating)) else list(targets)
     out = []
     for k, t in enumerate(values):
@@ -87,6 +89,11 @@ def _check_targets(targets: Any) -> tuple[float, ...]:
         if not 0.0 < float(t) < 1.0:
             raise ValueError(f"targets[{k}]={t!r} is not allowed; relative errors in (0, 1)")
         out.append(float(t))
+    labels = [f"{t:g}" for t in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(
+            f"targets={out} name the same column twice ({labels}); give distinct targets"
+        )
     return tuple(out)
 
 
@@ -102,21 +109,20 @@ class LayerResult:
     uniform: dict[str, tuple[Structure, int, float] | None]
     optimal: dict[str, tuple[Structure, int, int, float] | None]
     needed: dict[str, dict[float, int | None]]
+    best: tuple[Structure, int, int, float] | None = None
+    """The best configuration within the budget over families, grids, ranks and allocations,
+    ``(structure, n_params, rank_overhead, error)``; ``None`` if nothing fits.  Errors equal up
+    to rounding (1e-12) are a tie, won by the fewest stored numbers, then the simplest family
+    (global before diagonal before grid)."""
 
-    @property
-    def best(self) -> tuple[Structure, int, int, float] | None:
-        """The best configuration over families and allocations,
-        ``(structure, n_params, rank_overhead, error)``; ``None`` if nothing fits the budget."""
-        options = [v for v in self.optimal.values() if v is not None]
-        options += [(s, n, 0, e) for s, n, e in (v for v in self.uniform.values() if v)]
-        if not options:
-            return None
-        # Errors equal up to rounding are a tie: the fewest stored numbers win, then the
-        # simplest family (global before diagonal before grid).
-        low = min(o[3] for o in options)
-        tied = [o for o in options if o[3] <= low + 1e-12 * max(1.0, low)]
-        order = {c: k for k, c in enumerate(STRUCTURE_TYPES)}
-        return min(tied, key=lambda o: (o[1] + o[2], order.get(type(o[0]), 9), o[3]))
+
+def _best(options: list[tuple[Structure, int, int, float]]) -> tuple[Structure, int, int, float] | None:
+    if not options:
+        return None
+    low = min(o[3] for o in options)
+    tied = [o for o in options if o[3] <= low + 1e-12 * max(1.0, low)]
+    order = {c: k for k, c in enumerate(STRUCTURE_TYPES)}
+    return min(tied, key=lambda o: (o[1] + o[2], order.get(type(o[0]), 9), o[3]))
 
 
 @dataclass(frozen=True, repr=False)
@@ -184,7 +190,7 @@ class LayerAnalysis:
                 row[f"error_{cls.family}_optimal"] = o[3] if o else math.nan
             best = layer.best
             if best is None:  # the budget is below every configuration of this matrix
-                row.update({"best": None, "best_structure": None, "best_error": math.nan,
+                row.update({"best": "", "best_structure": None, "best_error": math.nan,
                             "best_n_params": pd.NA, "best_rank_overhead": pd.NA})
             else:
                 s, n_params, overhead, err = best
@@ -260,8 +266,10 @@ def _analyze_one(
     optimal: dict[str, Any] = {c.family: None for c in types}
     try:
         curve = error_vs_budget(prep, [budget], families=types, grids=grids, diagonal=diagonal)
-    except ValueError:  # the budget is below every configuration: no row fits
-        curve = None
+    except ValueError as exc:
+        if "below the cheapest configuration" not in str(exc):
+            raise  # a real problem, not an empty row
+        curve = None  # the budget is below every configuration: no row fits
     if curve is not None:
         for pt in curve.points:
             fam = pt.structure.family
@@ -272,7 +280,10 @@ def _analyze_one(
     # Target budgets from the whole uniform surface (the same spectra, already computed).
     surface = error_surface(prep, grids=grids, diagonal=diagonal, families=types)
     needed: dict[str, dict[float, int | None]] = {c.family: {} for c in types}
+    options = [v for v in optimal.values() if v is not None]
     for s, n_params, err in surface.entries:
+        if n_params <= budget:  # every uniform rank within the budget: ties go to the cheapest
+            options.append((s, n_params, 0, err))
         for t in targets:
             best = needed[s.family].get(t)
             if err <= t and (best is None or n_params < best):
@@ -282,7 +293,8 @@ def _analyze_one(
     # as float64 is still float32 data).
     eps = max(np.finfo(np.dtype(str(prep.dtype).split(".")[-1])).eps, _storage_eps(storage))
     numerical, stable = _ranks(glob.sq[0], max(shape) * eps)
-    return LayerResult(name, shape, budget, numerical, stable, uniform, optimal, needed)
+    return LayerResult(name, shape, budget, numerical, stable, uniform, optimal, needed,
+                       _best(options))
 
 
 def _storage_eps(dtype: str | None) -> float:

@@ -234,3 +234,21 @@ def test_an_update_lists_unchanged_tensors_as_skipped(tmp_path):
     with pytest.raises(ValueError, match="apply when a model is opened"):
         analyze_layers(open_model(tmp_path / "tuned.safetensors"), base=tmp_path / "base.safetensors",
                        budget=32, progress=False)
+
+
+def test_ties_go_to_the_cheapest_configuration_within_the_budget():
+    rng = np.random.default_rng(0)
+    L = rng.standard_normal((16, 2)) @ rng.standard_normal((2, 16))  # exactly rank 2
+    for b in (64, 256):
+        row = analyze_layers({"rank2": L, "zero": np.zeros((8, 8))}, budget=b,
+                             progress=False).to_frame().set_index("name")
+        assert row.loc["rank2", "best_structure"] == Global(2)  # 64 parameters suffice
+        assert row.loc["rank2", "best_n_params"] == 64
+        assert row.loc["zero", "best_n_params"] + row.loc["zero", "best_rank_overhead"] <= 16
+
+
+def test_targets_that_name_the_same_column_are_refused():
+    with pytest.raises(ValueError, match="same column twice"):
+        analyze_layers({"a": np.eye(8)}, lora_rank=1, targets=[0.5, 0.5000001], progress=False)
+    res = analyze_layers({"a": np.eye(8)}, lora_rank=1, targets=np.array(0.5), progress=False)
+    assert "params_global_to_0.5" in res.to_frame().columns
