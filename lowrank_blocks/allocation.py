@@ -57,6 +57,7 @@ import numpy as np
 
 from . import _kernels
 from ._validate import as_int as _as_int
+from .budgets import check_budgets
 
 __all__ = ["AllocationSolution", "solve_allocation"]
 
@@ -137,28 +138,6 @@ def _check_gains(gains: object, n_units: int) -> list[np.ndarray]:
             )
         out.append(arr)
     return out
-
-
-def _check_budgets(budgets: object) -> np.ndarray:
-    if isinstance(budgets, (bool, np.bool_)):
-        raise TypeError(f"budgets={budgets!r} must be an integer or a sequence of integers")
-    if isinstance(budgets, (int, np.integer)):
-        return np.array([_as_int(budgets, "budgets", minimum=0)], dtype=np.int64)
-    if isinstance(budgets, np.ndarray) and budgets.ndim == 0:
-        return np.array([_as_int(budgets.item(), "budgets", minimum=0)], dtype=np.int64)
-    if isinstance(budgets, (str, bytes)):
-        raise TypeError(f"budgets={budgets!r} must be an integer or a sequence of integers")
-    try:
-        values = list(budgets)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(
-            f"budgets={budgets!r} must be an integer or a sequence of integers"
-        ) from None
-    if not values:
-        raise ValueError("budgets is empty; give at least one budget")
-    return np.array(
-        [_as_int(b, f"budgets[{k}]", minimum=0) for k, b in enumerate(values)], dtype=np.int64
-    )
 
 
 # -- classes of equal cost ------------------------------------------------------------------------
@@ -259,7 +238,7 @@ def solve_allocation(costs: Sequence[int], gains: Sequence[Any], budgets: Any) -
     """
     costs_arr = _check_costs(costs)
     gain_list = _check_gains(gains, len(costs_arr))
-    budget_arr = _check_budgets(budgets)
+    budget_arr = check_budgets(budgets, minimum=0)
     return solve_checked(costs_arr, gain_list, budget_arr)
 
 

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import numpy as np
+
 from ._validate import as_int, check_shape
 from .structures import (
     STRUCTURE_TYPES,
@@ -23,7 +25,13 @@ from .structures import (
     structure_types,
 )
 
-__all__ = ["PaperConfigurations", "configurations_at_budget", "paper_rule"]
+__all__ = [
+    "PaperConfigurations",
+    "check_budget",
+    "check_budgets",
+    "configurations_at_budget",
+    "paper_rule",
+]
 
 # Parameter counts are exact Python integers; budgets beyond this are refused (a dense
 # 2**31 × 2**31 matrix has fewer parameters).
@@ -36,6 +44,32 @@ def check_budget(budget: object, name: str = "budget", minimum: int = 1) -> int:
     if value > MAX_BUDGET:
         raise ValueError(f"{name}={value} is too large; budgets up to 2**62 are allowed")
     return value
+
+
+def check_budgets(budgets: object, minimum: int = 1) -> np.ndarray:
+    """One budget or a non-empty sequence of them, each checked by :func:`check_budget`, as an
+    int64 array.
+
+    Examples
+    --------
+    >>> check_budgets(5).tolist(), check_budgets([0, 3], minimum=0).tolist()
+    ([5], [0, 3])
+    """
+    kind = "a positive integer" if minimum >= 1 else "a non-negative integer"
+    if isinstance(budgets, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"budgets={budgets!r} must be {kind} or a list of them")
+    if isinstance(budgets, (int, np.integer)) or (
+        isinstance(budgets, np.ndarray) and budgets.ndim == 0
+    ):
+        return np.array([check_budget(budgets, "budgets", minimum)], dtype=np.int64)
+    try:
+        values = list(budgets)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"budgets={budgets!r} must be {kind} or a list of them") from None
+    if not values:
+        raise ValueError(f"budgets is empty; give at least one budget ({kind})")
+    return np.array([check_budget(b, f"budgets[{k}]", minimum) for k, b in enumerate(values)],
+                    dtype=np.int64)
 
 
 def configurations_at_budget(

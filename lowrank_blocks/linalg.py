@@ -11,7 +11,6 @@ grid costs at most four batched calls.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Sequence
@@ -152,11 +151,7 @@ def power_of_two_scale(W: Array, xp: Any) -> float:
     ``max |W|`` is taken as ``max(max W, −min W)``: no temporary the size of ``W``.
     """
     amax = max(float(xp.max(W)), -float(xp.min(W)))
-    if amax == 0.0:
-        return 1.0
-    # frexp gives amax < 2**e; dividing by 2**(e - 1) puts the maximum in [1, 2) and never
-    # forms 2**1024 (or 2**128 in float32), which would overflow.
-    return math.ldexp(1.0, math.frexp(amax)[1] - 1)
+    return float(_scale_for(np.array([amax]))[0])
 
 
 def power_of_two_scales(X: Array, xp: Any) -> np.ndarray:
@@ -165,7 +160,15 @@ def power_of_two_scales(X: Array, xp: Any) -> np.ndarray:
     flat = xp.reshape(X, (n_mat, -1))
     high = to_numpy(xp.max(flat, axis=1)).astype(np.float64)
     low = to_numpy(xp.min(flat, axis=1)).astype(np.float64)
-    amax = np.maximum(high, -low)
+    return _scale_for(np.maximum(high, -low))
+
+
+def _scale_for(amax: np.ndarray) -> np.ndarray:
+    """The power of two putting each ``amax`` in ``[1, 2)`` (1 where it is 0).
+
+    ``frexp`` gives ``amax < 2**e``; dividing by ``2**(e - 1)`` never forms ``2**1024`` (or
+    ``2**128`` in float32), which would overflow.
+    """
     exps = np.frexp(np.where(amax > 0, amax, 1.0))[1] - 1
     return np.where(amax > 0, np.ldexp(1.0, exps), 1.0)
 
@@ -436,20 +439,20 @@ def _row_part_column_energies(
 
 def block_view(
     W: Array, partition: Partition, blocks: Sequence[tuple[int, int]], xp: Any
-) -> tuple[Array, int]:
+) -> Array:
     """Blocks of equal shape as one array with batch dimensions, without copying if possible.
 
     For NumPy, blocks that form a full sub-grid in row-major order come back as a strided
     *view* of shape ``(..., p', q', m_b, n_b)`` (two batch axes; LAPACK copies one block at a
     time), so no stacked copy of the matrix is made.  Otherwise (other backends, or blocks
     such as the diagonal ones) this is :func:`stack_blocks`: ``(..., g, m_b, n_b)`` (one batch
-    axis).  Returns the array and its number of block axes (2 or 1).
+    axis).
     """
     if isinstance(W, np.ndarray):
         grid = _subgrid(blocks)
         if grid is not None:
-            return _subgrid_view(W, partition, grid, xp), 2
-    return stack_blocks(W, partition, blocks, xp), 1
+            return _subgrid_view(W, partition, grid, xp)
+    return stack_blocks(W, partition, blocks, xp)
 
 
 def _subgrid_view(

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ._validate import check_random_state
 from .approximate import Approximation, approximate_prepared
-from .budgets import check_budget
+from .budgets import check_budget, check_budgets
 from .linalg import _check_randomized_options, run_concurrently
 from .spectra import BlockSpectra, PreparedMatrix, check_method, prepare
 from .structures import (
@@ -292,27 +292,6 @@ def error_surface(
 
 
 # -- curves -----------------------------------------------------------------------------------
-
-
-def _check_budgets(budgets: Any) -> np.ndarray:
-    if isinstance(budgets, (bool, np.bool_)):
-        raise TypeError(f"budgets={budgets!r} must be a positive integer or a list of them")
-    if isinstance(budgets, (int, np.integer)) or (
-        isinstance(budgets, np.ndarray) and budgets.ndim == 0
-    ):
-        return np.array([check_budget(budgets, "budgets")], dtype=np.int64)
-    if isinstance(budgets, (str, bytes)):
-        raise TypeError(f"budgets={budgets!r} must be a positive integer or a list of them")
-    try:
-        values = list(budgets)
-    except TypeError:
-        raise TypeError(
-            f"budgets={budgets!r} must be a positive integer or a list of them"
-        ) from None
-    if not values:
-        raise ValueError("budgets is empty; give at least one positive integer budget")
-    return np.array([check_budget(b, f"budgets[{k}]") for k, b in enumerate(values)],
-                    dtype=np.int64)
 
 
 def _check_allocations(allocations: Any) -> tuple[str, ...]:
@@ -594,7 +573,7 @@ def _curve(
     oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
     rng = check_random_state(random_state)
     allocs = _check_allocations(allocation)
-    budget_arr = _check_budgets(budgets)
+    budget_arr = check_budgets(budgets)
     best_only = _check_bool(best_only, "best_only")
     count_rank_overhead = _check_bool(count_rank_overhead, "count_rank_overhead")
     types = structure_types(families)

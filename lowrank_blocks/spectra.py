@@ -28,7 +28,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ._validate import as_int, check_random_state
-from .allocation import _check_budgets, solve_checked
+from .allocation import solve_checked
+from .budgets import check_budgets
 from .linalg import (
     _check_randomized_options,
     as_matrix,
@@ -339,7 +340,7 @@ class BlockSpectra:
             raise ValueError("allocate() works on the spectra of one matrix, not a stack")
         limits = self.rank_limits
         gains = [self.sq[b, : limits[b]] for b in range(len(self.blocks))]
-        sol = solve_checked(self.costs.astype(np.int64), gains, _check_budgets(budgets))
+        sol = solve_checked(self.costs.astype(np.int64), gains, check_budgets(budgets, minimum=0))
         errors = np.atleast_1d(self.errors(sol.ranks))
         return sol.ranks, sol.used, errors
 
@@ -396,7 +397,7 @@ class PreparedMatrix:
         return np.asarray(self.scale, dtype=np.float64) / np.asarray(self.divisor,
                                                                      dtype=np.float64)
 
-    def _unscale(self, values: np.ndarray, n_block_axes: int) -> np.ndarray:
+    def _unscale(self, values: np.ndarray) -> np.ndarray:
         """Divide values computed from ``data`` (leading axes: stack, then blocks) to W/scale."""
         rest = self.remaining_scale
         if rest.ndim == 0:
@@ -536,10 +537,10 @@ class PreparedMatrix:
                 rest2 = rest**2 if rest.ndim == 0 else (rest**2).reshape(rest.shape + (1,))
                 residual[..., positions] = res / rest2
             else:
-                view, block_axes = block_view(self.data, part, group, xp)
+                view = block_view(self.data, part, group, xp)
                 S = to_numpy(svdvals_stack(view, xp)).astype(np.float64)
                 S = S.reshape(lead + (len(positions), S.shape[-1]))
-            S = self._unscale(S, 1)
+            S = self._unscale(S)
             sq[..., positions, : S.shape[-1]] = S * S
             known[positions] = S.shape[-1]
         randomized = sampling is not None and any(plans.values())
@@ -557,9 +558,11 @@ class PreparedMatrix:
             scale=self.scale,
         )
 
-    def spectra_of(self, structure: Structure, **options: Any) -> BlockSpectra:
-        """Spectra of the active blocks of ``structure``'s grid (see :meth:`spectra`)."""
-        return self.spectra(structure.grid, structure.blocks, **options)
+    def errors_of(self, structure: Structure) -> Any:
+        """Optimal relative error of ``structure`` (exact spectra of its active blocks): a
+        float for one matrix, an array with one error per matrix for a stack."""
+        ranks = np.array(structure.block_ranks(self.shape), dtype=np.int64)
+        return self.spectra(structure.grid, structure.blocks).errors(ranks)
 
 
 def _randomized_pays(mb: int, nb: int, sampling: Sampling) -> bool:

@@ -110,6 +110,8 @@ def stack_errors(matrices: Any, structure: Structure) -> np.ndarray:
 
     All blocks of all matrices are decomposed together: one batched ``svdvals`` call per block
     shape.  Each matrix is scaled by its own power of two, so magnitudes may differ wildly.
+    ``matrices`` may be a prepared stack (:func:`~lowrank_blocks.spectra.prepare_stack`), whose
+    spectra are then shared between structures on the same grid.
 
     Examples
     --------
@@ -119,9 +121,7 @@ def stack_errors(matrices: Any, structure: Structure) -> np.ndarray:
     >>> stack_errors(X, BlockGrid(2, 1)).round(4).tolist()
     [0.7071, 0.0]
     """
-    prep = prepare_stack(matrices)
-    ranks = np.array(structure.block_ranks(prep.shape), dtype=np.int64)
-    return np.asarray(prep.spectra(structure.grid, structure.blocks).errors(ranks))
+    return np.asarray(prepare_stack(matrices).errors_of(structure))
 
 
 def _label(structure: Structure) -> str:
@@ -232,8 +232,7 @@ def compare_many(
         if structures is not None:
             for s in structures:
                 _check_budget(s, prep.shape, budget)
-                ranks = np.array(s.block_ranks(prep.shape), dtype=np.int64)
-                errs = np.asarray(prep.spectra(s.grid, s.blocks).errors(ranks))
+                errs = stack_errors(prep, s)
                 rows.extend(
                     {"matrix": k, "config": _label(s), "family": s.family,
                      "n_params": s.n_params(prep.shape), "error": float(e)}
@@ -309,11 +308,7 @@ def _best_uniform_rows(
         candidates = by_family.get(cls, [])
         if not candidates:
             continue
-        errs = np.stack([
-            np.asarray(prep.spectra(c.grid, c.blocks).errors(
-                np.array(c.block_ranks(shape), dtype=np.int64)))
-            for c in candidates
-        ])  # (n_candidates, N)
+        errs = np.stack([stack_errors(prep, c) for c in candidates])  # (n_candidates, N)
         pick = np.argmin(errs, axis=0)
         for k in range(errs.shape[1]):
             c = candidates[pick[k]]
