@@ -125,7 +125,16 @@ if NUMBA_AVAILABLE:
     try:
         import numba
 
-        @numba.njit(cache=True, nogil=True)
+        def _jit(func):
+            """``numba.njit`` with the on-disk cache where numba finds a writable folder for it,
+            without it otherwise (a read-only package directory and an unwritable ``$HOME``: numba
+            then refuses ``cache=True`` at decoration, which would break every import)."""
+            try:
+                return numba.njit(cache=True, nogil=True)(func)
+            except (RuntimeError, OSError):  # "cannot cache function ...: no locator available"
+                return numba.njit(cache=False, nogil=True)(func)
+
+        @_jit
         def enumerate_counts_numba(costs, sizes, p0, p1, p2, ones_before, budgets):  # pragma: no cover
             counts = np.zeros((budgets.shape[0], 3), dtype=np.int64)
             d1 = costs[1] - costs[0]
@@ -171,7 +180,7 @@ if NUMBA_AVAILABLE:
                 counts[k, 2] = b2
             return counts
 
-        @numba.njit(cache=True, nogil=True)
+        @_jit
         def _dp_numba(steps, flat, offsets, size):  # pragma: no cover - compiled
             n_classes = steps.shape[0]
             dp = np.zeros(size)

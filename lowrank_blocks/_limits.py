@@ -87,7 +87,14 @@ def memory_limit(max_bytes: int | None = None) -> int:
     return _available()
 
 
-def check_bytes(nbytes: int, what: str, *, max_bytes: int | None = None, hint: str = "") -> None:
+def check_bytes(
+    nbytes: int,
+    what: str,
+    *,
+    max_bytes: int | None = None,
+    hint: str = "",
+    argument: str | None = None,
+) -> None:
     """Refuse, before allocating, an operation that would need ``nbytes`` beyond the limit.
 
     Parameters
@@ -100,6 +107,9 @@ def check_bytes(nbytes: int, what: str, *, max_bytes: int | None = None, hint: s
         An explicit limit, overriding the environment variable and the available memory.
     hint : str
         A sentence appended to the message (another route, such as the randomized method).
+    argument : str, optional
+        The caller's own argument that raises the limit (``"max_bytes"``), named in the message
+        beside the environment variable; ``None`` when the caller has none.
 
     Raises
     ------
@@ -109,7 +119,7 @@ def check_bytes(nbytes: int, what: str, *, max_bytes: int | None = None, hint: s
     Examples
     --------
     >>> check_bytes(10, "a test", max_bytes=100)
-    >>> check_bytes(2**40, "reading 'W' from x.npz", max_bytes=2**30)
+    >>> check_bytes(2**40, "reading 'W' from x.npz", max_bytes=2**30, argument="max_bytes")
     Traceback (most recent call last):
     ...
     lowrank_blocks._limits.MemoryLimitError: reading 'W' from x.npz would need 1.0 TiB, more than the limit of 1.0 GiB (max_bytes); raise it with max_bytes= or the environment variable LOWRANK_BLOCKS_MAX_BYTES (e.g. LOWRANK_BLOCKS_MAX_BYTES=1T)
@@ -125,10 +135,11 @@ def check_bytes(nbytes: int, what: str, *, max_bytes: int | None = None, hint: s
         source = "the memory available now"
     suggestion = format_bytes(2 ** max(0, (int(nbytes) - 1).bit_length())).split()
     example = f"{suggestion[0].split('.')[0]}{suggestion[1][0] if suggestion[1] != 'B' else ''}"
+    how = f"{argument}= or the environment variable" if argument else "the environment variable"
     message = (
         f"{what} would need {format_bytes(nbytes)}, more than the limit of "
-        f"{format_bytes(limit)} ({source}); raise it with max_bytes= or the environment "
-        f"variable {ENV_VAR} (e.g. {ENV_VAR}={example})"
+        f"{format_bytes(limit)} ({source}); raise it with {how} {ENV_VAR} "
+        f"(e.g. {ENV_VAR}={example})"
     )
     if hint:
         message += f". {hint}"

@@ -6,7 +6,22 @@ import operator
 
 import numpy as np
 
-__all__ = ["as_int", "check_shape", "check_random_state"]
+__all__ = [
+    "MAX_N_ITER",
+    "MAX_OVERSAMPLING",
+    "as_int",
+    "check_bool",
+    "check_random_state",
+    "check_randomized_options",
+    "check_shape",
+    "some_names",
+]
+
+#: Power iterations of the randomized method beyond this are refused (4 is the default; more
+#: than a few dozen never changes the result, and 10**12 would only hang).
+MAX_N_ITER = 1000
+#: Extra columns of the randomized range finder beyond this are refused.
+MAX_OVERSAMPLING = 1 << 20
 
 
 def as_int(value: object, name: str, *, minimum: int | None = None) -> int:
@@ -63,3 +78,62 @@ def check_random_state(random_state: object) -> np.random.Generator:
     if random_state < 0:
         raise ValueError(f"random_state={random_state} is not allowed; seeds must be >= 0")
     return np.random.default_rng(int(random_state))
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``True`` or ``False`` (NumPy booleans included); anything else is a ``TypeError``.
+
+    Examples
+    --------
+    >>> check_bool(np.True_, "at_most")
+    True
+    >>> check_bool("no", "at_most")
+    Traceback (most recent call last):
+    ...
+    TypeError: at_most='no' must be True or False, got str
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}={value!r} must be True or False, got {type(value).__name__}")
+
+
+def check_randomized_options(oversampling: object, n_iter: object) -> tuple[int, int]:
+    """``oversampling`` in ``[0, MAX_OVERSAMPLING]`` and ``n_iter`` in ``[0, MAX_N_ITER]``.
+
+    Examples
+    --------
+    >>> check_randomized_options(10, 4)
+    (10, 4)
+    >>> check_randomized_options(10, 10**12)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_iter=1000000000000 is too many; at most 1000 power iterations are allowed
+    """
+    oversampling = as_int(oversampling, "oversampling", minimum=0)
+    n_iter = as_int(n_iter, "n_iter", minimum=0)
+    if oversampling > MAX_OVERSAMPLING:
+        raise ValueError(
+            f"oversampling={oversampling} is too large; at most {MAX_OVERSAMPLING} extra "
+            f"columns are allowed"
+        )
+    if n_iter > MAX_N_ITER:
+        raise ValueError(
+            f"n_iter={n_iter} is too many; at most {MAX_N_ITER} power iterations are allowed"
+        )
+    return oversampling, n_iter
+
+
+def some_names(names: object, limit: int = 5) -> str:
+    """The first ``limit`` names quoted, and a count of the rest (keeps messages one short line).
+
+    Examples
+    --------
+    >>> some_names(["a", "b"])
+    "'a', 'b'"
+    >>> some_names([f"w{k}" for k in range(100_000)], limit=3)
+    "'w0', 'w1', 'w2' and 99,997 more"
+    """
+    items = list(names)  # type: ignore[call-overload]
+    shown = ", ".join(repr(str(n))[:80] for n in items[:limit])
+    rest = len(items) - limit
+    return f"{shown} and {rest:,} more" if rest > 0 else shown

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validate import as_int, check_shape
+from ._validate import as_int, check_bool, check_shape
 from .structures import (
     STRUCTURE_TYPES,
     BlockGrid,
@@ -36,6 +36,8 @@ __all__ = [
 # Parameter counts are exact Python integers; budgets beyond this are refused (a dense
 # 2**31 × 2**31 matrix has fewer parameters).
 MAX_BUDGET = 1 << 62
+#: Lists of configurations longer than this are refused before any is built.
+MAX_CONFIGURATIONS = 1 << 22
 
 
 def check_budget(budget: object, name: str = "budget", minimum: int = 1) -> int:
@@ -118,10 +120,10 @@ BlockGrid(grid=4, rank=1)]
     """
     m, n = check_shape(shape)
     budget = check_budget(budget)
-    if not isinstance(at_most, (bool, int)) or isinstance(at_most, str):
-        raise TypeError(f"at_most={at_most!r} must be True or False")
+    at_most = check_bool(at_most, "at_most")
     types = structure_types(families)
-    found: list[Structure] = []
+    chosen: list[tuple[Structure, range]] = []
+    count = 0
     nearest: set[int] = set()
     cheapest = math.inf
     for cls in types:
@@ -141,7 +143,16 @@ BlockGrid(grid=4, rank=1)]
                     nearest.add(above)
                 if budget // cost > max_rank >= 1:  # above this grid's largest configuration
                     nearest.add(max_rank * cost)
-            found.extend(unit.with_rank(r) for r in ranks if 1 <= r <= max_rank)
+            ranks = range(max(1, ranks.start), min(max_rank, ranks.stop - 1) + 1)
+            count += len(ranks)
+            if count > MAX_CONFIGURATIONS:
+                raise ValueError(
+                    f"budget={budget} with at_most={at_most} names more than "
+                    f"{MAX_CONFIGURATIONS:,} configurations for a {m} × {n} matrix; pass "
+                    f"fewer grids (grids=, diagonal=) or families, or an exact budget"
+                )
+            chosen.append((unit, ranks))
+    found: list[Structure] = [unit.with_rank(r) for unit, ranks in chosen for r in ranks]
     if not found:
         names = ", ".join(c.family for c in types)
         if budget < cheapest or not nearest:

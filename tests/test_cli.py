@@ -527,3 +527,84 @@ def test_python_m_lowrank_blocks(files, tmp_path):
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX + "budget=10 is below")
+
+
+# -- issue 12: hostile input on the command line: exit status 2, one short line -----------------
+
+
+def _hostile(tmp_path: Path, kind: str) -> list[str]:
+    W = np.random.default_rng(0).standard_normal((16, 16))
+    np.save(tmp_path / "w.npy", W)
+    w = str(tmp_path / "w.npy")
+    if kind == "devzero":
+        (tmp_path / "zero.npy").symlink_to("/dev/zero")
+        return ["compare", str(tmp_path / "zero.npy"), "--budget", "100"]
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe.csv")
+        return ["compare", str(tmp_path / "pipe.csv"), "--budget", "100"]
+    if kind == "zip bomb":
+        np.savez_compressed(tmp_path / "bomb.npz", W=np.zeros((4096, 4096)))
+        return ["compare", str(tmp_path / "bomb.npz"), "--budget", "100"]
+    if kind == "100000 names":
+        import zipfile
+
+        buffer = io.BytesIO()
+        np.save(buffer, np.ones((2, 2)))
+        with zipfile.ZipFile(tmp_path / "many.npz", "w") as zf:
+            for k in range(100_000):
+                zf.writestr(f"w{k}.npy", buffer.getvalue())
+        return ["compare", str(tmp_path / "many.npz"), "--key", "nope", "--budget", "100"]
+    if kind == "nested safetensors":
+        import struct
+
+        blob = ("[" * 50_000 + "]" * 50_000).encode()
+        (tmp_path / "deep.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob)
+        return ["compare", str(tmp_path / "deep.safetensors"), "--budget", "100"]
+    return {
+        "points 10**9": ["curve", w, "--points", str(10**9), "--out", str(tmp_path / "c")],
+        "budget 10**30": ["compare", w, "--budget", str(10**30)],
+        "budget 2**63": ["compare", w, "--budget", str(2**63)],
+        "budgets 10**30": ["curve", w, "--budgets", f"64,{10**30}", "--out", str(tmp_path / "c")],
+        "surface budget 10**30": ["surface", w, "--budget", str(10**30), "--out",
+                                  str(tmp_path / "s")],
+        "blocks 10**30": ["compare", w, "--rank", "8", "--paper-rule", "--blocks", str(10**30)],
+        "grids 10**30": ["surface", w, "--grids", str(10**30), "--out", str(tmp_path / "s")],
+        "5000-digit budget": ["compare", w, "--budget", "9" * 5000],
+    }[kind]
+
+
+HOSTILE = {
+    "devzero": r"zero.npy' is a character device \(it resolves to '/dev/zero'\), not a regular",
+    "fifo": r"pipe.csv' is a FIFO \(named pipe\), not a regular file",
+    "zip bomb": r"reading array 'W' from .*bomb.npz' would need 128.0 MiB, more than the limit "
+                r"of 1.0 MiB \(LOWRANK_BLOCKS_MAX_BYTES\)",
+    "100000 names": r"no array named 'nope' in .*many.npz'; available: 'w0', 'w1', 'w2', 'w3', "
+                    r"'w4' and 99,995 more$",
+    "nested safetensors": r"deep.safetensors' is not a valid .safetensors file \(header JSON is "
+                          r"nested too deeply\)",
+    "points 10**9": r"points=1000000000 is too large; at most 1,000 is allowed",
+    "budget 10**30": r"budget=10{30} is too large; at most 2\*\*62 is allowed",
+    "budget 2**63": r"budget=9223372036854775808 is too large; at most 2\*\*62",
+    "budgets 10**30": r"budgets=10{30} is too large; at most 2\*\*62",
+    "surface budget 10**30": r"budget=10{30} is too large",
+    "blocks 10**30": r"blocks=10{30} is too large",
+    "grids 10**30": r"--grids entry=10{30} is too large",
+    "5000-digit budget": r"budget must be a positive integer, got '9{40}'",
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_hostile_input_is_one_short_line_and_status_2(cli, tmp_path, monkeypatch, kind):
+    if kind == "devzero" and not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs")
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "1M")
+    result = cli.run(*_hostile(tmp_path, kind))
+    assert result.code == 2, (result.out, result.err)
+    assert "Traceback" not in result.err
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), result.err
+    assert len(lines[0]) < 400
+    assert re.search(HOSTILE[kind], lines[0]), lines[0]
+    assert result.out == ""

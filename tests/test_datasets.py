@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from lowrank_blocks import datasets
-from lowrank_blocks.datasets import MNIST, load_mnist, table1_digit
+from lowrank_blocks.datasets import (
+    MNIST,
+    block_low_rank_matrix,
+    global_low_rank_matrix,
+    load_mnist,
+    table1_digit,
+)
 
 # Standard MNIST class counts (independent reference, e.g. LeCun's site / torchvision).
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -336,3 +342,73 @@ def test_synthetic_block_low_rank_matrix_has_the_promised_structure():
         block_low_rank_matrix((16, 16), 2, 9)
     with pytest.raises(ValueError, match="noise=-1 is not allowed"):
         global_low_rank_matrix((5, 5), 1, noise=-1)
+
+
+# ---------------------------------------------------------------- issue 12: hostile files
+
+
+def _gzip_bomb(path, shape, zeros_mib):
+    """A gzipped IDX file whose header claims ``shape`` and whose body inflates to ``zeros_mib``
+    MiB of zeros, written in a stream (never held whole)."""
+    header = struct.pack(">I", 0x0800 | len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+    block = bytes(1 << 20)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(header)
+        for _ in range(zeros_mib):
+            f.write(block)
+
+
+def test_gzipped_idx_header_checked_before_decompressing(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from lowrank_blocks._limits import MemoryLimitError
+
+    images_path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    _gzip_bomb(images_path, (1_000_000, 28, 28), zeros_mib=256)  # 256 MiB in ~250 KB
+    assert images_path.stat().st_size < 1 << 20
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(1_000_000, np.uint8))
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "64M")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryLimitError, match=r"reading the IDX file .*t10k-images-idx3-ubyte"
+                                                   r".gz.* \(shape \(1000000, 28, 28\)\) would "
+                                                   r"need 747.7 MiB, more than the limit of 64.0 "
+                                                   r"MiB \(LOWRANK_BLOCKS_MAX_BYTES\)"):
+            load_mnist("test", source="idx", path=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024**2  # the header only: nothing was inflated
+
+
+def test_gzipped_idx_with_more_data_than_its_header(tmp_path):
+    images, labels = _sample(3, 5)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", None, data=_idx_bytes(images) + b"\0" * 4096,
+               compress=True)
+    with pytest.raises(ValueError, match=r"truncated or oversized IDX file: more than 2352 data "
+                                         r"bytes, expected 2352"):
+        load_mnist("test", source="idx", path=tmp_path)
+
+
+def test_idx_fifo_refused(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    images, labels = _sample(2, 6)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    os.mkfifo(tmp_path / "t10k-images-idx3-ubyte")
+    # a FIFO is not a file: the lookup does not take it, and it is never opened
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte"):
+        load_mnist("test", source="idx", path=tmp_path)
+
+
+@pytest.mark.parametrize("make", [block_low_rank_matrix, global_low_rank_matrix])
+def test_synthetic_matrices_check_random_state(make):
+    args = ((8, 8), 2, 1) if make is block_low_rank_matrix else ((8, 8), 2)
+    with pytest.raises(TypeError, match=r"random_state='x' must be None, an integer seed"):
+        make(*args, random_state="x")
+    with pytest.raises(ValueError, match=r"random_state=-1 is not allowed"):
+        make(*args, random_state=-1)
+    np.testing.assert_array_equal(make(*args, random_state=3), make(*args, random_state=3))

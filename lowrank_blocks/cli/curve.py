@@ -11,6 +11,10 @@ import pandas as pd
 from ..search import error_vs_budget
 from . import _common as c
 
+#: Budgets of a curve's default range at most (each is a full search).
+MAX_POINTS = 1000
+
+
 ALLOCATION_NAMES = {"uniform": "one rank for every block (uniform)",
                     "optimal": "per-block ranks chosen optimally (optimal)"}
 
@@ -45,8 +49,8 @@ def register(sub: Any) -> None:
         help="largest budget as a fraction of m*n (default: 0.25)",
     )
     parser.add_argument(
-        "--points", metavar="N", type=c.positive_int("points"),
-        help="number of log-spaced budgets (default: 12)",
+        "--points", metavar="N", type=c.positive_int("points", maximum=MAX_POINTS),
+        help=f"number of log-spaced budgets (default: 12, at most {MAX_POINTS})",
     )
     parser.add_argument(
         "--allocation", choices=["uniform", "optimal", "both"], default="both", metavar="HOW",

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ..search import error_surface
-from ..structures import BlockGrid, DiagonalBlocks
+from ..structures import BlockGrid, DiagonalBlocks, expand_grids
 from . import _common as c
 
 #: Families drawn as heatmaps (the global structure is a single row: the 1 × 1 grid).
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     budgets = sorted({b for group in (args.budget or []) for b in group})
     grids = args.grids
     diagonal: Any = args.diagonal
+    if grids is not None:  # checked first: its errors name --grids, not the N taken from it
+        expand_grids(grids, (m, n), "--grids")
     if diagonal is None and grids is not None:
         square = [g if isinstance(g, int) else g[0] for g in grids
                   if isinstance(g, int) or g[0] == g[1]]
