@@ -23,7 +23,7 @@ from .linalg import (
     _CHUNK_ELEMENTS,
     _check_randomized_options,
     block_groups,
-    randomized_svd_stack,
+    block_krylov_stack,
     stack_blocks,
     svd_stack,
     to_numpy,
@@ -153,13 +153,16 @@ def approximate(
     structure : Structure
         :class:`~lowrank_blocks.Global`, :class:`~lowrank_blocks.DiagonalBlocks` or
         :class:`~lowrank_blocks.BlockGrid`, with one rank or one rank per block.
-    method : {'exact', 'randomized'}, default 'exact'
-        ``'exact'``: thin SVD of every block.  ``'randomized'``: the batched randomized range
-        finder (:func:`lowrank_blocks.linalg.randomized_svd_stack`) for the leading singular
+    method : {'exact', 'auto', 'randomized'}, default 'exact'
+        ``'exact'``: thin SVD of every block (``'auto'`` is the same here: factors need the
+        singular vectors, which the Gram path of the spectra does not give).
+        ``'randomized'``: the batched randomized block Krylov method
+        (:func:`lowrank_blocks.linalg.block_krylov_stack`) for the leading singular
         triplets; the error is then the true error of the factors returned, computed from the
-        residual outside the sampled range plus the Ritz values left out (sums of positive
-        terms, no cancellation), so it is never below the optimal error.
-        ``singular_values`` then holds the ``max rank + oversampling`` Ritz values computed.
+        residual outside the Krylov space plus the Ritz values left out (the residual formed
+        directly where it is small: no cancellation), so it is never below the optimal error.
+        ``singular_values`` then holds the ``(n_iter + 1)(max rank + oversampling)`` Ritz
+        values computed (at most the block's smaller side).
     oversampling, n_iter, random_state
         Options of the randomized method (``random_state`` is checked either way).
 
@@ -235,9 +238,9 @@ def approximate_prepared(
     for (mb, nb), positions in block_groups(part, blocks).items():
         if sampling is not None and _randomized_pays(mb, nb, sampling):
             stack = stack_blocks(prep.data, part, [blocks[k] for k in positions], xp)
-            U, S, Vt, res = randomized_svd_stack(
+            U, S, Vt, res = block_krylov_stack(
                 stack, min(sampling.sample_rank, mb, nb), xp, oversampling=sampling.oversampling,
-                n_iter=sampling.n_iter, random_state=rng, compute_uv=True, return_residual=True,
+                n_iter=sampling.n_iter, random_state=rng, compute_uv=True,
             )
             del stack
             residual[positions] = to_numpy(res).astype(np.float64) / rest**2

@@ -7,10 +7,16 @@ Blocks of equal shape are stacked into one ``(g, m_b, n_b)`` array and decompose
 batched call (``xp.linalg.svd`` / ``xp.linalg.svdvals`` accept stacks), never a Python loop of
 decompositions.  A partition whose sizes do not divide has at most four block shapes, so a ragged
 grid costs at most four batched calls.
+
+Singular values come from ``svdvals`` (:func:`svdvals_stack`), from the eigenvalues of Gram
+matrices with a certified error bound (``lowrank_blocks._gram``, the default ``method='auto'``
+of the spectra), or, for the leading ones only, from randomized block Krylov
+(:func:`block_krylov_stack`); :func:`randomized_svd_stack` is plain subspace iteration.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -24,6 +30,7 @@ from .partition import Partition
 __all__ = [
     "as_matrix",
     "block_groups",
+    "block_krylov_stack",
     "block_view",
     "held_energies",
     "run_concurrently",
@@ -57,6 +64,7 @@ def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array
     """
     if not array_api_compat.is_array_api_obj(W) and _is_layer(W):
         W = W.weight.detach()  # an nn.Linear (or any layer with a 2-D weight): its weight
+    W = _unwrap_special(W, name)
     if not array_api_compat.is_array_api_obj(W):
         if hasattr(W, "state_dict") or (isinstance(W, dict) and W):
             raise TypeError(
@@ -94,7 +102,9 @@ def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array
     if xp.isdtype(dtype, "integral"):
         W = xp.astype(W, xp.float64)
     elif xp.isdtype(dtype, "real floating"):
-        if dtype not in (xp.float32, xp.float64):  # float16, bfloat16: LAPACK has no such type
+        if kind == "f" and dtype.itemsize > 8:  # float128/longdouble: float64, checked first
+            W = _from_longdouble(W, name)
+        elif dtype not in (xp.float32, xp.float64):  # float16, bfloat16: LAPACK has no such type
             W = xp.astype(W, xp.float32)
     else:
         raise TypeError(f"{name} has dtype {dtype}; a real numeric dtype is required")
@@ -109,6 +119,45 @@ def as_matrix(W: object, name: str = "W", *, stack: bool = False) -> tuple[Array
             f"only finite values are allowed"
         )
     return W, xp
+
+
+def _unwrap_special(W: object, name: str) -> object:
+    """Masked arrays (refused while an entry is masked) and ``scipy.sparse`` (densified)."""
+    if isinstance(W, np.ma.MaskedArray):
+        masked = int(np.ma.count_masked(W))
+        if masked:
+            raise ValueError(
+                f"{name} is a masked array with {masked} masked entr"
+                f"{'y' if masked == 1 else 'ies'}; a masked entry has no value to approximate: "
+                f"fill them explicitly ({name}.filled(value)) or pass {name}.data"
+            )
+        return np.asarray(W.data)
+    if type(W).__module__.startswith("scipy.sparse"):
+        import scipy.sparse
+
+        if scipy.sparse.issparse(W):
+            from ._limits import check_bytes
+
+            shape = tuple(int(d) for d in W.shape)
+            itemsize = max(np.dtype(W.dtype).itemsize, 8) if W.dtype.kind in "iuf" else 8
+            if len(shape) == 2:
+                check_bytes(shape[0] * shape[1] * itemsize,
+                            f"densifying the {shape[0]} × {shape[1]} scipy.sparse matrix {name}")
+            return W.toarray()
+    return W
+
+
+def _from_longdouble(W: np.ndarray, name: str) -> np.ndarray:
+    """float128/longdouble as float64, refused where a finite value exceeds float64's range."""
+    finite = np.isfinite(W)
+    big = np.abs(np.where(finite, W, 0)) > np.finfo(np.float64).max
+    if big.any():
+        raise ValueError(
+            f"{name} has dtype {W.dtype} with {int(big.sum())} finite entries beyond the float64 "
+            f"range (largest magnitude {float(np.max(np.abs(W[big]))):.3g} > 1.8e308); "
+            f"rescale it first"
+        )
+    return W.astype(np.float64)
 
 
 _CHUNK_ELEMENTS = 1 << 19  # temporaries of row chunks: at most ~4 MB of float64
@@ -309,7 +358,7 @@ def run_concurrently(tasks: Sequence[Any], costs: Sequence[float]) -> list[Any]:
     results in the order of ``tasks``.
     """
     workers = min(os.cpu_count() or 1, len(tasks))
-    if workers < 2:
+    if workers < 2 or getattr(_SERIAL, "on", False):  # one core already (a Dask task, a pool)
         return [task() for task in tasks]
     from concurrent.futures import ThreadPoolExecutor
 
@@ -486,12 +535,9 @@ def _subgrid(blocks: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]] |
 
 
 def _check_randomized_options(oversampling: object, n_iter: object) -> tuple[int, int]:
-    from ._validate import as_int as _as_int
+    from ._validate import check_randomized_options
 
-    return (
-        _as_int(oversampling, "oversampling", minimum=0),
-        _as_int(n_iter, "n_iter", minimum=0),
-    )
+    return check_randomized_options(oversampling, n_iter)
 
 
 def randomized_svd_stack(
@@ -639,6 +685,196 @@ def _randomized_svd_serial(
         return xp.linalg.svdvals(small), residual
     Ub, S, Vt = xp.linalg.svd(small, full_matrices=False)
     U = Q @ Ub
+    if transpose:
+        return xp.permute_dims(Vt, (0, 2, 1)), S, xp.permute_dims(U, (0, 2, 1)), residual
+    return U, S, Vt, residual
+
+
+def block_krylov_stack(
+    stack: Array,
+    rank: int,
+    xp: Any,
+    *,
+    oversampling: int = 10,
+    n_iter: int = 4,
+    random_state: int | np.random.Generator | None = None,
+    compute_uv: bool = False,
+) -> tuple[Any, ...]:
+    """Randomized block Krylov SVD of every matrix in a stack: Ritz values and the residual.
+
+    Randomized block Lanczos (Musco & Musco 2015; Halko, Martinsson & Tropp 2011, Algorithm
+    4.4 with every iterate kept): a Gaussian block ``Ω`` of ``b = rank + oversampling``
+    columns, the Krylov space ``span{AΩ, (AAᵀ)AΩ, …, (AAᵀ)^q AΩ}`` with ``q = n_iter``
+    (``D = (q + 1) b`` directions, at most ``min(m, n)``), orthonormalised block by block
+    (two passes of block Gram–Schmidt, then Householder QR), and the singular values of
+    ``QᵀA``, whose rows ``(AᵀQ_j)ᵀ`` the iteration has already computed.  For the same number
+    of products with ``A`` it is far more accurate than subspace iteration on flat spectra
+    (a Gaussian matrix): ``benchmarks/bench_randomized.py`` and the docs' performance page
+    give the trade-off.  Every step is one batched call over the stack, in the stack's dtype
+    (float32 stays float32).
+
+    The ``D`` Ritz values never exceed the true singular values, and
+    ``residual + Σ_{i>r} S_i² = ‖A − Q U_r U_rᵀ QᵀA‖²`` is the squared error of a realizable
+    rank-``r`` approximation: never below the optimal one.  The residual ``‖A − QQᵀA‖²`` is
+    ``‖A‖² − ‖QᵀA‖²`` plus an allowance for its rounding where that difference holds at least
+    a millionth of ``‖A‖²`` (float64), and is formed from ``A − Q(QᵀA)`` itself where it is
+    smaller, and in float32 (no cancellation).  Where the Krylov space is exhausted (a matrix of rank below ``D``),
+    rounding-level random directions keep the basis orthonormal.
+
+    Parameters
+    ----------
+    stack : array, shape (g, m, n)
+    rank : int
+        The largest rank whose error is wanted, ``1 <= rank <= min(m, n)``.
+    xp : namespace
+    oversampling, n_iter : int
+        Block size ``rank + oversampling``; Krylov depth ``n_iter``.
+    random_state : int, numpy.random.Generator or None
+        Seed of ``Ω`` (drawn on the host, moved to the device).
+    compute_uv : bool, default False
+
+    Returns
+    -------
+    (U, S, Vt, residual) or (S, residual)
+        ``S`` of shape ``(g, D)`` descending, ``U`` ``(g, m, D)``, ``Vt`` ``(g, D, n)``,
+        ``residual`` ``(g,)``, on the backend and device of ``stack``; float32 stays float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((2, 60, 8)) @ rng.standard_normal((2, 8, 50))   # rank 8
+    >>> S, res = block_krylov_stack(A, 8, np, oversampling=2, n_iter=1, random_state=0)
+    >>> bool(np.allclose(S[:, :8], np.linalg.svd(A, compute_uv=False)[:, :8]))
+    True
+    """
+    oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
+    g, m, n = (int(d) for d in stack.shape)
+    from ._validate import as_int as _as_int
+
+    rank = _as_int(rank, "rank", minimum=1)
+    if rank > min(m, n):
+        raise ValueError(f"rank={rank} exceeds the block size {m} × {n}; at most {min(m, n)}")
+    rng = np.random.default_rng(random_state)
+    workers = _numpy_workers_krylov(stack, rank, oversampling, n_iter)
+    opts = dict(oversampling=oversampling, n_iter=n_iter, compute_uv=compute_uv)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        seeds = rng.spawn(workers)
+        chunks = np.array_split(stack, workers)
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(
+                lambda cs: _block_krylov_serial(cs[0], rank, np, rng=cs[1], **opts),
+                zip(chunks, seeds),
+            ))
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
+    return _block_krylov_serial(stack, rank, xp, rng=rng, **opts)
+
+
+def _numpy_workers_krylov(stack: Array, rank: int, oversampling: int, n_iter: int) -> int:
+    """Threads for a NumPy stack: one per core when the blocks are many and small enough that
+    threaded BLAS gains little on each (as :func:`_numpy_workers`)."""
+    if not isinstance(stack, np.ndarray) or stack.shape[0] < 2 or getattr(_SERIAL, "on", False):
+        return 1
+    g, m, n = stack.shape
+    width = min(m, n, (rank + oversampling) * (n_iter + 1))
+    if g * m * n * width < _THREADING_MIN_WORK:
+        return 1
+    return max(1, min(os.cpu_count() or 1, g))
+
+
+def _sum_squares(X: Array, xp: Any) -> Array:
+    """``‖X_i‖_F²`` of every matrix of a stack, without a temporary the size of ``X`` (NumPy)."""
+    if isinstance(X, np.ndarray):
+        return np.einsum("gij,gij->g", X, X)
+    return xp.linalg.matrix_norm(X, ord="fro") ** 2
+
+
+def _ritz_values(Z: Array, residual: Array, rank: int, xp: Any) -> tuple[Array, Array]:
+    """Singular values of ``Zᵀ = QᵀA`` (descending) and the residual, for the values only.
+
+    By the Gram path (``ZᵀZ``, ``D × D``: a product and a small ``eigvalsh``) where its error
+    bound (``lowrank_blocks._gram``), added to the residual so the errors stay never below the
+    optimal ones, is below a millionth of the smallest tail asked for; else by ``svdvals``
+    (tiny tails of fast-decaying spectra).
+    """
+    from . import _gram
+
+    gv = _gram.gram_eigvalsh(Z, xp)
+    D = gv.values.shape[-1]
+    allowance = math.sqrt(D) * gv.a + D * gv.c
+    res_host = to_numpy(residual).astype(np.float64)
+    tail = res_host + gv.values[:, min(rank, D):].sum(axis=-1)
+    if np.all(allowance <= 1e-6 * tail):
+        device = array_api_compat.device(Z)
+        S = xp.asarray(np.sqrt(gv.values), dtype=Z.dtype, device=device)
+        return S, residual + xp.asarray(allowance, dtype=residual.dtype, device=device)
+    return xp.linalg.svdvals(Z), residual
+
+
+def _block_krylov_serial(
+    stack: Array, rank: int, xp: Any, *, rng: np.random.Generator, oversampling: int,
+    n_iter: int, compute_uv: bool,
+) -> tuple[Any, ...]:
+    g, m, n = (int(d) for d in stack.shape)
+    transpose = m < n  # the basis lives in the larger space; D is capped by the smaller side
+    A = xp.permute_dims(stack, (0, 2, 1)) if transpose else stack
+    rows, cols = (n, m) if transpose else (m, n)
+    At = xp.permute_dims(A, (0, 2, 1))
+    device = array_api_compat.device(stack)
+    dtype = stack.dtype
+    b = min(rank + oversampling, cols)
+    total = min(b * (n_iter + 1), cols)
+    eps = float(np.finfo(np.float32 if "float32" in str(dtype) else np.float64).eps)
+
+    def gaussian(shape: tuple[int, ...]) -> Array:
+        return xp.asarray(rng.standard_normal(shape), dtype=dtype, device=device)
+
+    Y = A @ gaussian((g, cols, b))
+    Qs: list[Array] = []
+    Zs: list[Array] = []
+    done = 0
+    while True:
+        if Qs:
+            # Rounding-level random directions: where the Krylov space is exhausted the
+            # projection leaves only noise, and QR must still return directions orthogonal
+            # to the basis.  Two passes of block Gram–Schmidt ("twice is enough").
+            scale = xp.sqrt(_sum_squares(Y, xp)) * (eps / math.sqrt(rows * b))
+            Y = Y + gaussian((g, rows, b)) * scale[:, None, None]
+            P = xp.concat(Qs, axis=-1) if len(Qs) > 1 else Qs[0]
+            Pt = xp.permute_dims(P, (0, 2, 1))
+            for _ in range(2):
+                Y = Y - P @ (Pt @ Y)
+        width = min(b, total - done)
+        Q, _ = xp.linalg.qr(Y)
+        Q = Q[:, :, :width]
+        Qs.append(Q)
+        Zs.append(At @ Q)  # the rows (AᵀQ_j)ᵀ of QᵀA
+        done += width
+        if done >= total:
+            break
+        Y = A @ Zs[-1]
+    Q = xp.concat(Qs, axis=-1) if len(Qs) > 1 else Qs[0]  # (g, rows, D)
+    Z = xp.concat(Zs, axis=-1) if len(Zs) > 1 else Zs[0]  # (g, cols, D) = (QᵀA)ᵀ
+    del Qs, Zs, Y
+    energy = _sum_squares(A, xp)
+    residual = energy - _sum_squares(Z, xp)
+    # float32: the difference would carry float32's rounding of ‖A‖² (~1e-7 of it, too coarse
+    # for a bound); formed directly, as where the residual is small.
+    if eps > 1e-10 or bool(xp.any(residual < energy * 1e-6)):
+        R = A - Q @ xp.permute_dims(Z, (0, 2, 1))
+        residual = _sum_squares(R, xp)
+        del R
+    else:  # the difference, plus a bound on the rounding of both sums and of Q's orthogonality
+        residual = residual + energy * (4 * (rows + total) * eps)
+    if not compute_uv:
+        return _ritz_values(Z, residual, rank, xp)
+    Uz, S, Vzt = xp.linalg.svd(Z, full_matrices=False)  # Z = Uz S Vzt, so QᵀA = Vztᵀ S Uzᵀ
+    U = Q @ xp.permute_dims(Vzt, (0, 2, 1))
+    Vt = xp.permute_dims(Uz, (0, 2, 1))
     if transpose:
         return xp.permute_dims(Vt, (0, 2, 1)), S, xp.permute_dims(U, (0, 2, 1)), residual
     return U, S, Vt, residual

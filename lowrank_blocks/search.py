@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ._validate import check_random_state
+from ._validate import check_randomized_options as _check_randomized_options
 from .approximate import Approximation, approximate_prepared
 from .budgets import check_budget, check_budgets
-from .linalg import _check_randomized_options, run_concurrently
-from .spectra import BlockSpectra, PreparedMatrix, check_method, prepare
+from .linalg import run_concurrently
+from .spectra import BlockSpectra, PreparedMatrix, check_method, prepare, spectra_of
 from .structures import (
     STRUCTURE_TYPES,
     BlockGrid,
@@ -46,7 +47,7 @@ __all__ = [
     "error_vs_budget",
 ]
 
-Method = Literal["exact", "randomized"]
+Method = Literal["auto", "exact", "randomized"]
 Allocation = Literal["uniform", "optimal"]
 ALLOCATIONS = ("uniform", "optimal")
 DEFAULT_GRIDS: tuple[int, ...] = (2, 4, 8, 16)  # K = 1 and N = 1 are the global structure
@@ -103,18 +104,20 @@ def _compute_spectra(
 
     wanted = [j for j in _computation_order(jobs) if rank_for(j) >= 1]
     computed: dict[_Job, BlockSpectra] = {}
-    if method == "exact" and isinstance(prep.data, np.ndarray):
+    if method in ("exact", "auto") and isinstance(prep.data, np.ndarray):
         # Whole grids (and the 1 × 1 grid) concurrently, largest first; then the diagonal
-        # blocks, read from those grids or decomposed on their own.
+        # blocks, read from those grids or decomposed on their own.  'auto' certifies the
+        # errors of every rank any job on the grid can take.
         whole = list(dict.fromkeys(
             j.grid for j in wanted if j.cls is not DiagonalBlocks))
+        top = {g: max(rank_for(j) for j in wanted if j.grid == g) for g in whole}
         m, n = prep.shape
         costs = [m * n * min(m / p, n / q) for p, q in whole]
         with progress_bar(total=len(wanted), enabled=progress, desc="block spectra",
                           unit="grid") as bar:
             def task(grid: tuple[int, int]) -> Callable[[], BlockSpectra]:
                 def run() -> BlockSpectra:
-                    out = prep.spectra(grid)
+                    out = spectra_of(prep, grid, method=method, max_rank=top[grid])
                     bar.update(sum(1 for j in wanted if j.grid == grid
                                    and j.cls is not DiagonalBlocks))
                     return out
@@ -122,21 +125,53 @@ def _compute_spectra(
 
             run_concurrently([task(g) for g in whole], costs)
             for job in wanted:
-                computed[job] = prep.spectra(job.grid, job.unit.blocks)
+                computed[job] = spectra_of(prep, job.grid, job.unit.blocks, method=method,
+                                           max_rank=rank_for(job))
                 if job.cls is DiagonalBlocks:
                     bar.update(1)
+        return {job: computed[job] for job in jobs if job in computed}
+    if method == "randomized" and isinstance(prep.data, np.ndarray) and len(wanted) > 1:
+        # Every job concurrently, largest first, one BLAS thread each; the seeds are drawn
+        # in job order first, so the result does not depend on the schedule.
+        seeds = [int(rng.integers(0, 2**63 - 1)) for _ in wanted]
+        m, n = prep.shape
+        with progress_bar(total=len(wanted), enabled=progress, desc="block spectra",
+                          unit="grid") as bar:
+            def draw(job: _Job, seed: int) -> Callable[[], BlockSpectra]:
+                def run() -> BlockSpectra:
+                    out = prep.spectra(job.grid, job.unit.blocks, method="randomized",
+                                       max_rank=rank_for(job), oversampling=oversampling,
+                                       n_iter=n_iter, random_state=seed)
+                    bar.update(1)
+                    return out
+                return run
+
+            results = run_concurrently([draw(j, s) for j, s in zip(wanted, seeds)],
+                                       [m * n * min(rank_for(j), m, n) for j in wanted])
+        computed = dict(zip(wanted, results))
         return {job: computed[job] for job in jobs if job in computed}
     bar = progress_bar(wanted, enabled=progress, desc="block spectra", unit="grid")
     for job in bar:
         unit = job.unit
-        if method == "exact":
-            computed[job] = prep.spectra(job.grid, unit.blocks)
-        else:
+        if method in ("exact", "auto"):
+            computed[job] = spectra_of(prep, job.grid, unit.blocks, method=method,
+                                       max_rank=rank_for(job))
+        else:  # one seed per job, drawn in job order (as the concurrent branch above)
             computed[job] = prep.spectra(
                 job.grid, unit.blocks, method="randomized", max_rank=rank_for(job),
-                oversampling=oversampling, n_iter=n_iter, random_state=rng,
+                oversampling=oversampling, n_iter=n_iter,
+                random_state=int(rng.integers(0, 2**63 - 1)),
             )
     return {job: computed[job] for job in jobs if job in computed}  # in the order asked
+
+
+def _method_used(method: str, spectra: dict[_Job, BlockSpectra]) -> str:
+    """``'randomized'`` where any spectra are (blocks of a matrix larger than memory);
+    ``'exact'`` for ``'auto'`` where every block was decomposed by SVD."""
+    used = {s.method for s in spectra.values()}
+    if "randomized" in used:
+        return "randomized"
+    return "exact" if method == "auto" and "auto" not in used else method
 
 
 def _base_row(job: _Job) -> dict[str, Any]:
@@ -200,7 +235,7 @@ def error_surface(
     *,
     diagonal: Iterable[int] | str | None = None,
     families: Sequence[str | type[Structure]] = STRUCTURE_TYPES,
-    method: Method = "exact",
+    method: Method = "auto",
     max_params: int | None = None,
     oversampling: int = 10,
     n_iter: int = 4,
@@ -224,10 +259,13 @@ def error_surface(
         Diagonal block counts.  Default: the same ``K`` values.
     families : sequence of {'global', 'diagonal', 'grid'} or structure classes
         Families to include.
-    method : {'exact', 'randomized'}
-        Exact ``svdvals`` of every block, or the randomized range finder for the leading
-        values (:meth:`~lowrank_blocks.spectra.PreparedMatrix.spectra`); randomized errors are
-        those of realizable approximations, so never below the exact ones.
+    method : {'auto', 'exact', 'randomized'}
+        ``'auto'`` (default): every error certified to within 1e-6 of the exact one, by the
+        blocks' Gram eigenvalues where the error bound of ``lowrank_blocks._gram`` allows it and
+        by ``svdvals`` elsewhere; ``'exact'``: ``svdvals`` of every block; ``'randomized'``:
+        the randomized block Krylov method for the leading values
+        (:meth:`~lowrank_blocks.spectra.PreparedMatrix.spectra`); randomized errors are those
+        of realizable approximations, so never below the exact ones.
     max_params : int, optional
         Keep only ranks with at most this many parameters.  With ``method='randomized'`` it
         bounds the singular values computed; default there ``m n // 10`` (10 % of dense).
@@ -288,7 +326,7 @@ def error_surface(
             f"max_params={max_params} is below the cheapest configuration searched for a "
             f"{shape[0]} × {shape[1]} matrix; allow at least {shape[0] + shape[1]} parameters"
         )
-    return Surface(shape, method, entries)
+    return Surface(shape, _method_used(method, spectra), entries)
 
 
 # -- curves -----------------------------------------------------------------------------------
@@ -501,7 +539,7 @@ def error_vs_budget(
     grids: GridSpec | None = None,
     diagonal: GridSpec | None = None,
     allocation: Allocation | Sequence[Allocation] = ("uniform", "optimal"),
-    method: Method = "exact",
+    method: Method = "auto",
     best_only: bool = True,
     count_rank_overhead: bool = True,
     oversampling: int = 10,
@@ -527,8 +565,8 @@ def error_vs_budget(
         ``'uniform'``: one rank for every block, the largest that fits (the paper's setting).
         ``'optimal'``: per-block ranks that minimise the error within the budget, exactly
         (:func:`lowrank_blocks.allocation.solve_allocation`), for every budget in one pass.
-    method : {'exact', 'randomized'}
-        How the singular values are computed.
+    method : {'auto', 'exact', 'randomized'}
+        How the singular values are computed (as in :func:`error_surface`).
     best_only : bool, default True
         One point per (family, allocation, budget): the grid with the smallest error.
         ``False`` keeps every grid.
@@ -600,7 +638,7 @@ def _curve(
             f"{shape[0]} × {shape[1]} matrix; budgets of at least {cheapest} parameters "
             f"are allowed"
         )
-    curve = Curve(shape, method, count_rank_overhead, points)
+    curve = Curve(shape, _method_used(method, spectra), count_rank_overhead, points)
     return (curve.best() if best_only else curve), spectra, prep
 
 
@@ -667,7 +705,7 @@ def best_approximation(
     grids: GridSpec | None = None,
     diagonal: GridSpec | None = None,
     allocation: Allocation | Sequence[Allocation] = ("uniform", "optimal"),
-    method: Method = "exact",
+    method: Method = "auto",
     count_rank_overhead: bool = True,
     oversampling: int = 10,
     n_iter: int = 4,

@@ -13,6 +13,13 @@ the exactly optimal per-block ranks at any list of budgets (:meth:`BlockSpectra.
 The tail sums ``Σ_{i > r} σ²`` are taken directly, never as ``‖W_b‖² − Σ_{i ≤ r} σ²``, so tiny
 errors stay accurate; full rank gives exactly 0.
 
+Three ways to the ``σ²`` (``method=``): ``'exact'``, ``svdvals`` of every block; ``'auto'``, the
+eigenvalues of every block's Gram matrix (about a third of the cost) wherever a rigorous bound
+certifies every error they enter to within ``tol`` (default ``1e-6``), the SVD for the other
+blocks (:meth:`BlockSpectra.error_bounds` states the bound of any error; the docs' performance
+page derives it); ``'randomized'``, the leading values by block Krylov, errors never below the
+exact ones.
+
 :class:`PreparedMatrix` is a matrix validated once, at the edge, and divided by a power of two
 (exact in floating point; relative errors do not change, and squares cannot overflow or
 underflow).  It computes spectra on request and keeps the exact ones, so families share them:
@@ -27,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _gram
 from ._validate import as_int, check_random_state
 from .allocation import solve_checked
 from .budgets import check_budgets
@@ -35,11 +43,11 @@ from .linalg import (
     as_matrix,
     block_energies,
     block_groups,
+    block_krylov_stack,
     block_view,
     held_energies,
     power_of_two_scale,
     power_of_two_scales,
-    randomized_svd_stack,
     stack_blocks,
     svdvals_stack,
     to_numpy,
@@ -57,8 +65,15 @@ __all__ = [
     "relative_error",
 ]
 
-Method = Literal["exact", "randomized"]
-METHODS = ("exact", "randomized")
+Method = Literal["auto", "exact", "randomized"]
+METHODS = ("auto", "exact", "randomized")
+
+#: Default tolerance of ``method='auto'`` on every relative error it reports: a Gram-path
+#: value is used only where its error bound is certified below it (else the block's SVD).
+DEFAULT_TOL = 1e-6
+
+# Paths of the blocks of a BlockSpectra (BlockSpectra.paths).
+PATH_SVD, PATH_GRAM, PATH_FALLBACK, PATH_RANDOMIZED = 0, 1, 2, 3
 
 
 def relative_error(err_sq: Any, total: Any) -> Any:
@@ -78,10 +93,31 @@ def relative_error(err_sq: Any, total: Any) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
+def _sum_rounding(n: int) -> float:
+    """``γ_{n+1}`` in float64: the relative rounding of a sum of ``n + 1`` non-negative terms."""
+    return (n + 1) * 2.0**-53 / (1 - (n + 1) * 2.0**-53)
+
+
 def check_method(method: object) -> str:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method={method!r} is not allowed; use one of {', '.join(METHODS)}")
     return method
+
+
+def check_tol(tol: object) -> float:
+    """The tolerance of ``method='auto'``: a number in ``(0, 1)``.
+
+    Examples
+    --------
+    >>> check_tol(1e-6)
+    1e-06
+    """
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.floating)):
+        raise TypeError(f"tol={tol!r} must be a number in (0, 1), e.g. 1e-6")
+    tol = float(tol)
+    if not 0 < tol < 1:
+        raise ValueError(f"tol={tol} is not allowed; use a number in (0, 1), e.g. 1e-6")
+    return tol
 
 
 @dataclass(frozen=True)
@@ -120,11 +156,21 @@ class BlockSpectra:
     outside : float or numpy.ndarray
         Energy of the blocks of the partition that are not held (summed directly).
     method : str
-        ``'exact'`` or ``'randomized'``.
+        ``'exact'`` (every block by SVD), ``'auto'`` (some blocks by the certified Gram
+        path) or ``'randomized'``.
     sampling : Sampling or None
         Seed and sizes of the randomized range finder (``None`` for exact spectra).
     scale : float or numpy.ndarray
         The power of two the matrix was divided by (one per matrix of a stack).
+    bound_a, bound_c : numpy.ndarray or None, shape (..., n_blocks)
+        Coefficients of the error bound of the Gram-path values (``lowrank_blocks._gram``):
+        the tail beyond rank ``r`` is within ``√s a + s c + γ t̂`` (``s`` values summed) of the
+        exact one; 0 for blocks decomposed by SVD, ``None`` when no block took the Gram path.
+    paths : numpy.ndarray or None, shape (..., n_blocks)
+        How every block's values were computed: 0 SVD, 1 Gram (certified), 2 Gram not
+        certified and recomputed by SVD (a fallback), 3 randomized.
+    tol : float or None
+        The tolerance the Gram-path values were certified to (``method='auto'``).
     """
 
     partition: Partition
@@ -137,6 +183,10 @@ class BlockSpectra:
     method: str = "exact"
     sampling: Sampling | None = None
     scale: Any = 1.0
+    bound_a: np.ndarray | None = None
+    bound_c: np.ndarray | None = None
+    paths: np.ndarray | None = None
+    tol: float | None = None
     _tails: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -240,6 +290,10 @@ class BlockSpectra:
             method=self.method,
             sampling=self.sampling,
             scale=self.scale,
+            bound_a=None if self.bound_a is None else self.bound_a[..., pos],
+            bound_c=None if self.bound_c is None else self.bound_c[..., pos],
+            paths=None if self.paths is None else self.paths[..., pos],
+            tol=self.tol,
         )
 
     # -- errors ---------------------------------------------------------------------------------
@@ -267,19 +321,64 @@ class BlockSpectra:
         allocations at once (then the result has a trailing axis of length ``k``).
         """
         r = self._check_ranks(ranks)
-        tails = self.tails()  # (..., nb, L+1)
-        nb = len(self.blocks)
-        r2 = np.atleast_2d(r)  # (k, nb)
-        idx = np.broadcast_to(r2.T, (nb, r2.shape[0]))  # (nb, k)
-        lead = tails.shape[:-2]
-        gathered = np.take_along_axis(
-            tails, np.broadcast_to(idx, lead + idx.shape), axis=-1
-        )  # (..., nb, k)
+        gathered, idx = self._gather(self.tails(), r)  # (..., nb, k)
         kept = gathered + self.residual[..., :, None]
         left = np.broadcast_to(self.held_energies[..., :, None], kept.shape)
         per_block = np.where(idx == 0, left, kept)
         err_sq = per_block.sum(axis=-2) + np.asarray(self.outside)[..., None]
         return err_sq[..., 0] if r.ndim == 1 else err_sq
+
+    def _gather(self, table: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``table[..., b, r_b]`` for checked ranks ``r`` (``(nb,)`` or ``(k, nb)``)."""
+        nb = len(self.blocks)
+        r2 = np.atleast_2d(r)  # (k, nb)
+        idx = np.broadcast_to(r2.T, (nb, r2.shape[0]))  # (nb, k)
+        lead = table.shape[:-2]
+        gathered = np.take_along_axis(table, np.broadcast_to(idx, lead + idx.shape), axis=-1)
+        return gathered, idx
+
+    def tail_bounds(self) -> np.ndarray:
+        """Bound on the error of every tail of :meth:`tails`, shape ``(..., n_blocks, L + 1)``.
+
+        ``√s a_b + s c_b + γ t̂`` with ``s`` the values beyond the rank, for blocks from the
+        Gram path (``lowrank_blocks._gram``); 0 for blocks decomposed by SVD, the
+        reference (whose own error, ``≲ k u ‖B‖₂`` per singular value, is not counted).
+        """
+        tails = self.tails()
+        if self.bound_a is None or self.bound_c is None:
+            return np.zeros_like(tails)
+        width = tails.shape[-1] - 1
+        s = np.maximum(self.known[:, None] - np.arange(width + 1)[None, :], 0).astype(float)
+        gamma = (width + 1) * 2.0**-53 / (1 - (width + 1) * 2.0**-53)
+        a = self.bound_a[..., None]
+        c = self.bound_c[..., None]
+        gram = (a > 0) | (c > 0)
+        return np.where(gram, np.sqrt(s) * a + s * c + gamma * tails, 0.0)
+
+    def error_bounds(self, ranks: Any) -> Any:
+        """Bound on ``|ê − e|``, the error of every relative error :meth:`errors` reports.
+
+        0 where every block held came from an SVD (the reference).  With ``method='auto'``
+        it is at most ``tol`` for every rank up to the rank certified.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> W = np.random.default_rng(0).standard_normal((128, 128))
+        >>> spec = block_spectra(W, "grid", 2)   # 64 × 64 blocks: the Gram path
+        >>> spec.method, bool(spec.error_bounds([8, 8, 8, 8]) <= 1e-6)
+        ('auto', True)
+        """
+        r = self._check_ranks(ranks)
+        err_sq = self.squared_errors(ranks)
+        gathered, idx = self._gather(self.tail_bounds(), r)
+        delta = np.where(idx == 0, 0.0, gathered).sum(axis=-2)
+        delta = delta[..., 0] if r.ndim == 1 else delta
+        delta = delta + _sum_rounding(len(self.blocks)) * np.asarray(err_sq)
+        total = self.total
+        if np.ndim(err_sq) > np.ndim(total):
+            total = np.asarray(total)[..., None]
+        return _gram.relative_error_bound(err_sq, delta, total)
 
     def errors(self, ranks: Any) -> Any:
         """Relative error ``‖W − W_r‖_F / ‖W‖_F`` for per-block ranks (rank 0: left out).
@@ -314,6 +413,17 @@ class BlockSpectra:
             self.residual.sum(axis=-1) + np.asarray(self.outside)
         )[..., None]
         return relative_error(err_sq, np.asarray(self.total)[..., None])
+
+    def uniform_error_bounds(self) -> np.ndarray:
+        """:meth:`error_bounds` of every uniform rank ``r = 1 .. uniform_max_rank``."""
+        rmax = self.uniform_max_rank
+        col_tails = self.tails().sum(axis=-2)
+        err_sq = col_tails[..., 1 : rmax + 1] + (
+            self.residual.sum(axis=-1) + np.asarray(self.outside)
+        )[..., None]
+        delta = self.tail_bounds().sum(axis=-2)[..., 1 : rmax + 1]
+        delta = delta + _sum_rounding(len(self.blocks)) * err_sq
+        return _gram.relative_error_bound(err_sq, delta, np.asarray(self.total)[..., None])
 
     def allocate(self, budgets: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exactly optimal per-block ranks for every budget.
@@ -449,11 +559,13 @@ class PreparedMatrix:
         oversampling: int = 10,
         n_iter: int = 4,
         random_state: int | np.random.Generator | None = None,
+        tol: float = DEFAULT_TOL,
+        max_bytes: int | None = None,
     ) -> BlockSpectra:
         """Spectra of ``blocks`` (default: all) of the partition into ``grid``.
 
-        Exact spectra of a whole grid are kept: a later request for some of its blocks (the
-        diagonal ones) is answered from them without a new decomposition.
+        Exact and certified spectra of a whole grid are kept: a later request for some of its
+        blocks (the diagonal ones) is answered from them without a new decomposition.
 
         Parameters
         ----------
@@ -461,19 +573,36 @@ class PreparedMatrix:
             ``(p, q)``.
         blocks : tuple of (int, int), optional
             Blocks wanted, row-major; default every block of the grid.
-        method : {'exact', 'randomized'}
+        method : {'exact', 'auto', 'randomized'}
             ``'exact'``: all singular values of every block (batched ``svdvals``).
+            ``'auto'``: ``σ²`` as the eigenvalues of every block's Gram matrix (one product and
+            one ``eigvalsh``, about a third of an SVD), each block's values kept only where the
+            error bound of ``lowrank_blocks._gram`` (derived on the docs' performance page)
+            certifies every error it enters (ranks up to ``max_rank``) to within ``tol``;
+            other blocks, blocks smaller than 32, and blocks where the bound cannot hold at
+            all (float32 at the default ``tol``) by SVD.
+            :meth:`BlockSpectra.error_bounds` gives the bound of any error.
             ``'randomized'``: the leading ``max_rank + oversampling`` values per block by the
-            batched randomized range finder, with the energy it misses; groups of blocks where
-            that is no cheaper than the exact decomposition are decomposed exactly.
-        max_rank : int
-            With ``'randomized'``: the largest rank any block will be given.  Required there.
+            batched randomized block Krylov method, with the energy it misses; groups of blocks
+            where that is no cheaper than the exact decomposition are decomposed exactly.
+        max_rank : int, optional
+            With ``'randomized'``: the largest rank any block will be given (required).  With
+            ``'auto'``: the largest rank whose errors are certified (default: all ranks).
         oversampling, n_iter, random_state
-            Options of the randomized range finder.
+            Options of the randomized method.
+        tol : float, default 1e-6
+            With ``'auto'``: the largest error allowed on a relative error, ``|ê − e| ≤ tol``.
+        max_bytes : int, optional
+            Memory limit for the decompositions (default: ``LOWRANK_BLOCKS_MAX_BYTES`` or the
+            memory available, ``lowrank_blocks._limits``); an exact decomposition that would
+            need more is refused before it starts.
         """
         method = check_method(method)
         oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
         rng = check_random_state(random_state)
+        tol = check_tol(tol)
+        if max_bytes is not None:
+            max_bytes = as_int(max_bytes, "max_bytes", minimum=1)
         part = self.partition(tuple(grid))  # type: ignore[arg-type]
         p, q = part.grid
         if blocks is None:
@@ -487,22 +616,45 @@ class PreparedMatrix:
                     f"{bad[0] if bad else 'a repeated pair'}"
                 )
         whole = len(blocks) == p * q and blocks == tuple(sorted(blocks))
-        if method == "exact":
+        if method in ("exact", "auto"):
             cached = self._exact.get(part.grid)
             if cached is not None:
                 return cached if whole else cached.restrict(blocks)
-            spec = self._compute(part, blocks, None)
+        if method == "exact":
+            spec = self._compute(part, blocks, None, max_bytes=max_bytes)
             if whole:
                 self._exact[part.grid] = spec
+            return spec
+        if method == "auto":
+            top = None if max_rank is None else as_int(max_rank, "max_rank", minimum=1)
+            certified = self.__dict__.setdefault("_certified", {})
+            hit = certified.get(part.grid)
+            if hit is not None and hit[0] <= tol and (
+                hit[1] is None or (top is not None and hit[1] >= top)
+            ):
+                return hit[2] if whole else hit[2].restrict(blocks)
+            spec = self._compute(part, blocks, None, auto=(tol, top), max_bytes=max_bytes)
+            if whole:
+                if spec.method == "exact":  # every block by SVD: exact spectra
+                    self._exact[part.grid] = spec
+                else:
+                    certified[part.grid] = (tol, top, spec)
             return spec
         if max_rank is None:
             raise ValueError("method='randomized' needs max_rank (the largest rank wanted)")
         max_rank = as_int(max_rank, "max_rank", minimum=1)
         seed = int(rng.integers(0, 2**63 - 1))
-        return self._compute(part, blocks, Sampling(seed, max_rank, oversampling, n_iter))
+        return self._compute(part, blocks, Sampling(seed, max_rank, oversampling, n_iter),
+                             max_bytes=max_bytes)
 
     def _compute(
-        self, part: Partition, blocks: tuple[tuple[int, int], ...], sampling: Sampling | None
+        self,
+        part: Partition,
+        blocks: tuple[tuple[int, int], ...],
+        sampling: Sampling | None,
+        *,
+        auto: tuple[float, int | None] | None = None,
+        max_bytes: int | None = None,
     ) -> BlockSpectra:
         xp = self.xp
         lead = () if self.n_matrices is None else (self.n_matrices,)
@@ -515,28 +667,53 @@ class PreparedMatrix:
         width = 0
         for (mb, nb), randomized in plans.items():
             size = min(mb, nb)
-            if randomized:
-                size = min(sampling.sample_rank + sampling.oversampling, size)  # type: ignore[union-attr]
+            if randomized:  # the D Ritz values of block Krylov
+                k = min(sampling.sample_rank, size)  # type: ignore[union-attr]
+                size = min((k + sampling.oversampling) * (sampling.n_iter + 1), size)  # type: ignore[union-attr]
             width = max(width, size)
         sq = np.zeros(lead + (len(blocks), width))
         residual = np.zeros(lead + (len(blocks),))
         known = max_ranks.copy()
+        paths = np.full(lead + (len(blocks),), PATH_SVD, dtype=np.int8)
+        held, outside = self.energies(part.grid, blocks)
+        if sampling is not None and auto is None and not all(plans.values()):
+            auto = (DEFAULT_TOL, sampling.sample_rank)
+        bound_a = bound_c = None
+        if auto is not None:
+            energy_held = held.sum(axis=-1, keepdims=True)
+            total = energy_held + np.asarray(outside)[..., None]
+            weights = np.divide(held, energy_held, out=np.zeros_like(held),
+                                where=energy_held > 0)
+            bound_a, bound_c = np.zeros_like(held), np.zeros_like(held)
         for (mb, nb), positions in groups.items():
             group = [blocks[k] for k in positions]
             if plans[(mb, nb)]:
                 stack = stack_blocks(self.data, part, group, xp)
                 flat = xp.reshape(stack, (-1, mb, nb))
-                S, res = randomized_svd_stack(
+                S, res = block_krylov_stack(
                     flat, min(sampling.sample_rank, mb, nb), xp,  # type: ignore[union-attr]
                     oversampling=sampling.oversampling, n_iter=sampling.n_iter,  # type: ignore[union-attr]
-                    random_state=rng, compute_uv=False, return_residual=True,
+                    random_state=rng, compute_uv=False,
                 )
+                del stack, flat
                 S = to_numpy(S).astype(np.float64).reshape(lead + (len(positions), -1))
                 res = to_numpy(res).astype(np.float64).reshape(lead + (len(positions),))
-                rest = self.remaining_scale
-                rest2 = rest**2 if rest.ndim == 0 else (rest**2).reshape(rest.shape + (1,))
-                residual[..., positions] = res / rest2
+                residual[..., positions] = self._unscale(self._unscale(res))
+                paths[..., positions] = PATH_RANDOMIZED
+            elif auto is not None and min(mb, nb) >= _gram.GRAM_MIN_SIDE:
+                # 'auto', and the groups of a randomized request where the randomized method
+                # does not pay: certified Gram eigenvalues.
+                values, a, c, path = self._certified_group(
+                    part, group, held[..., positions], weights[..., positions], total,
+                    auto, max_bytes, len(blocks),
+                )
+                sq[..., positions, : values.shape[-1]] = values
+                bound_a[..., positions] = a  # type: ignore[index]
+                bound_c[..., positions] = c  # type: ignore[index]
+                paths[..., positions] = path
+                continue
             else:
+                self._check_memory(mb, nb, len(positions), False, max_bytes)
                 view = block_view(self.data, part, group, xp)
                 S = to_numpy(svdvals_stack(view, xp)).astype(np.float64)
                 S = S.reshape(lead + (len(positions), S.shape[-1]))
@@ -544,7 +721,7 @@ class PreparedMatrix:
             sq[..., positions, : S.shape[-1]] = S * S
             known[positions] = S.shape[-1]
         randomized = sampling is not None and any(plans.values())
-        held, outside = self.energies(part.grid, blocks)
+        gram = bool(np.any(paths == PATH_GRAM))
         return BlockSpectra(
             partition=part,
             blocks=blocks,
@@ -553,9 +730,120 @@ class PreparedMatrix:
             residual=residual,
             held_energies=held,
             outside=outside,
-            method="randomized" if randomized else "exact",
+            method="randomized" if randomized else ("auto" if gram else "exact"),
             sampling=sampling if randomized else None,
             scale=self.scale,
+            bound_a=bound_a if gram else None,
+            bound_c=bound_c if gram else None,
+            paths=paths,
+            tol=auto[0] if gram and auto is not None else None,
+        )
+
+    def _certified_group(
+        self,
+        part: Partition,
+        group: list[tuple[int, int]],
+        energies: np.ndarray,
+        weights: np.ndarray,
+        total: np.ndarray,
+        auto: tuple[float, int | None],
+        max_bytes: int | None,
+        n_blocks: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``σ²`` of blocks of one shape by the Gram path, certified, else by SVD.
+
+        Returns ``(values, a, c, paths)`` with shapes ``(..., g, k)`` and ``(..., g)`` (in the
+        units of ``W / scale``; ``a = c = 0`` for blocks decomposed by SVD).
+        """
+        xp = self.xp
+        tol, top = auto
+        mb, nb = part.block_shape(*group[0])
+        k, inner = min(mb, nb), max(mb, nb)
+        lead = energies.shape[:-1]
+        g = len(group)
+        u_mm = _gram.rounding(self.data)[0]
+        feasible = _gram.a_priori_feasible(energies, weights, total, tol, k, inner, u_mm, top)
+        values = np.zeros(lead + (g, k))
+        a = np.zeros(lead + (g,))
+        c = np.zeros(lead + (g,))
+        ok = np.zeros(lead + (g,), dtype=bool)
+        if feasible.any():
+            self._check_memory(mb, nb, g, True, max_bytes)
+            view = block_view(self.data, part, group, xp)
+            gv = _gram.gram_eigvalsh(view, xp)
+            del view
+            values = self._unscale(self._unscale(gv.values.reshape(lead + (g, k))))
+            a = self._unscale(self._unscale(gv.a.reshape(lead + (g,))))
+            c = self._unscale(self._unscale(gv.c.reshape(lead + (g,))))
+            ok = feasible & _gram.certify(values, a, c, weights, total, tol, top,
+                                          n_blocks=n_blocks)
+        paths = np.where(ok, PATH_GRAM, PATH_FALLBACK).astype(np.int8)
+        if not ok.all():
+            a = np.where(ok, a, 0.0)
+            c = np.where(ok, c, 0.0)
+            values[~ok] = self._svd_of_items(part, group, ~ok, max_bytes)
+        return values, a, c, paths
+
+    def _svd_of_items(
+        self, part: Partition, group: list[tuple[int, int]], mask: np.ndarray,
+        max_bytes: int | None,
+    ) -> np.ndarray:
+        """``σ²`` (of ``W / scale``) by SVD of the blocks where ``mask`` (shape ``(..., g)``)
+        is set, in the order of ``numpy.argwhere(mask)``."""
+        xp = self.xp
+        mb, nb = part.block_shape(*group[0])
+        rest = self.remaining_scale
+        if mask.all():
+            self._check_memory(mb, nb, mask.size, False, max_bytes)
+            view = block_view(self.data, part, group, xp)
+            S = to_numpy(svdvals_stack(view, xp)).astype(np.float64)
+            S = self._unscale(S.reshape(mask.shape + (S.shape[-1],)))
+            return (S * S).reshape(-1, S.shape[-1])
+        items = np.argwhere(mask)
+        per = max(1, (1 << 22) // (mb * nb))  # stacked copies of at most ~32 MB
+        out = []
+        for start in range(0, len(items), per):
+            chunk = items[start : start + per]
+            self._check_memory(mb, nb, len(chunk), False, max_bytes)
+            stack = xp.stack([
+                self.data[(*(int(i) for i in it[:-1]), *part.block_slices(*group[int(it[-1])]))]
+                for it in chunk
+            ])
+            S = to_numpy(svdvals_stack(stack, xp)).astype(np.float64)
+            del stack
+            div = rest if rest.ndim == 0 else rest[chunk[:, 0]][:, None]
+            out.append((S / div) ** 2)
+        return np.concatenate(out, axis=0)
+
+    def _check_memory(self, mb: int, nb: int, g: int, gram: bool, max_bytes: int | None) -> None:
+        """Refuse, before it starts, a decomposition that would not fit in memory.
+
+        What the decompositions of ``g`` blocks of ``mb × nb`` allocate besides the matrix:
+        the copy LAPACK works on, the Gram matrix (Gram path) and workspace, for the blocks
+        decomposed at once (one per core for NumPy, all of them in one batched call for other
+        backends).  A 20000 × 20000 float32 matrix needs about one more matrix (two on the
+        Gram path): it works within three times its size, or is refused here.
+        """
+        from ._limits import check_bytes
+
+        itemsize = 8 if "float64" in str(self.data.dtype) else 4
+        k = min(mb, nb)
+        if isinstance(self.data, np.ndarray):
+            import os
+
+            at_once = min(g, os.cpu_count() or 1)
+        else:
+            at_once = g
+        per_block = mb * nb + (k * k if gram else 0) + 40 * (mb + nb)
+        need = at_once * per_block * itemsize
+        dtype = "float64" if itemsize == 8 else "float32"
+        how = "Gram eigenvalues" if gram else "singular values"
+        check_bytes(
+            need,
+            f"the exact {how} of {g} block{'s' if g > 1 else ''} of {mb} × {nb} ({dtype})",
+            max_bytes=max_bytes,
+            hint="use method='randomized' or the out-of-core route (a memory-mapped .npy / "
+                 "dask.array input)",
         )
 
     def errors_of(self, structure: Structure) -> Any:
@@ -566,15 +854,17 @@ class PreparedMatrix:
 
 
 def _randomized_pays(mb: int, nb: int, sampling: Sampling) -> bool:
-    """Whether the range finder is cheaper than a full ``svdvals`` for ``mb × nb`` blocks.
+    """Whether block Krylov is cheaper than the exact spectra for ``mb × nb`` blocks.
 
-    It does ``2 n_iter + 3`` products with ``k + oversampling`` vectors; measured on 2 cores
-    (``benchmarks/bench_surfaces.py``) it beats a full ``svdvals`` until that sample count
-    reaches about 2.5 ``min(m_b, n_b)``.
+    It does ``2 n_iter + 2`` products with blocks of ``b = k + oversampling`` vectors and
+    orthogonalises ``D = (n_iter + 1) b`` directions; measured on 2 cores against the Gram
+    path (``benchmarks/bench_randomized.py``) it is the cheaper one while ``D`` stays below
+    about a third of ``min(m_b, n_b)`` (at 2048 × 2048 and 10 % of dense: the 1 × 1, 2 × 2
+    and 4 × 4 grids; the 8 × 8 and 16 × 16 grids take the certified Gram path).
     """
     k = min(sampling.sample_rank, mb, nb)
-    sample = (2 * sampling.n_iter + 2) * (k + sampling.oversampling)
-    return sample < 2.5 * min(mb, nb) and k + sampling.oversampling < min(mb, nb)
+    width = (sampling.n_iter + 1) * (k + sampling.oversampling)
+    return width * 3 <= min(mb, nb) and k + sampling.oversampling < min(mb, nb)
 
 
 def prepare(W: Any, name: str = "W") -> PreparedMatrix:
@@ -600,6 +890,10 @@ def prepare(W: Any, name: str = "W") -> PreparedMatrix:
         if W.n_matrices is not None:
             raise ValueError(f"{name} is a prepared stack; a single matrix is needed here")
         return W
+    from .outofcore import is_large, open_large  # memmap, Zarr, dask.array: block by block
+
+    if is_large(W):
+        return open_large(W, name=name)
     W, xp = as_matrix(W, name)
     scale = power_of_two_scale(W, xp)
     if _EXTREME_LOW <= scale <= _EXTREME_HIGH:
@@ -639,15 +933,20 @@ def block_spectra(
     family: str | type[Structure],
     grid: int | tuple[int, int] = 1,
     *,
-    method: Method = "exact",
+    method: Method = "auto",
     max_rank: int | None = None,
     oversampling: int = 10,
     n_iter: int = 4,
     random_state: int | np.random.Generator | None = None,
+    tol: float = DEFAULT_TOL,
+    max_bytes: int | None = None,
 ) -> BlockSpectra:
     """Spectra of the active blocks of one structure family on one grid.
 
     A convenience for ``prepare(W).spectra(grid, blocks)`` with the blocks of ``family``.
+    The default ``method='auto'`` certifies every error to ``tol`` (the Gram path where its
+    bound allows, the SVD elsewhere); ``method='exact'`` gives every block's singular values
+    to full accuracy (:meth:`BlockSpectra.singular_values`).
 
     Parameters
     ----------
@@ -657,7 +956,7 @@ def block_spectra(
         Which blocks are active.
     grid : int or (int, int)
         ``K``/``N`` or ``(p, q)``; must be 1 for ``'global'`` and square for ``'diagonal'``.
-    method, max_rank, oversampling, n_iter, random_state
+    method, max_rank, oversampling, n_iter, random_state, tol, max_bytes
         As in :meth:`PreparedMatrix.spectra`.
 
     Examples
@@ -670,10 +969,32 @@ def block_spectra(
 
     cls = structure_type(family)
     unit = cls.on_grid(_check_grid(grid, "grid"), 1)
-    return prepare(W).spectra(
-        unit.grid, unit.blocks, method=method, max_rank=max_rank, oversampling=oversampling,
-        n_iter=n_iter, random_state=random_state,
+    prep = prepare(W)
+    return spectra_of(
+        prep, unit.grid, unit.blocks, method=method, max_rank=max_rank,
+        oversampling=oversampling, n_iter=n_iter, random_state=random_state, tol=tol,
+        max_bytes=max_bytes,
     )
+
+
+def spectra_of(prep: PreparedMatrix, grid: Any, blocks: Any = None, *, method: str = "exact",
+               tol: float = DEFAULT_TOL, max_bytes: int | None = None, **options: Any
+               ) -> BlockSpectra:
+    """``prep.spectra(...)``, for subclasses too that take no ``'auto'`` (out of core).
+
+    A subclass that overrides :meth:`PreparedMatrix.spectra` and lists ``'auto'`` in a class
+    attribute ``spectra_methods`` gets ``method='auto'``, ``tol`` and ``max_bytes``; one that
+    does not gets ``'exact'`` in place of ``'auto'`` (its values are then exact).
+    """
+    if type(prep).spectra is PreparedMatrix.spectra or "auto" in getattr(
+        type(prep), "spectra_methods", ()
+    ):
+        return prep.spectra(grid, blocks, method=method, tol=tol,  # type: ignore[call-arg]
+                            max_bytes=max_bytes, **options)
+    if method == "auto":
+        method = "exact"
+        options.pop("max_rank", None)
+    return prep.spectra(grid, blocks, method=method, **options)  # type: ignore[arg-type]
 
 
 def allocate_ranks(spectra: BlockSpectra, budget: int) -> tuple[int, ...]:

@@ -139,7 +139,7 @@ def compare_many(
     grids: Any = None,
     diagonal: Any = None,
     allocation: str = "uniform",
-    method: str = "exact",
+    method: str = "auto",
     count_rank_overhead: bool = True,
     n_boot: int = 2000,
     confidence: float = 0.95,
@@ -226,7 +226,7 @@ def compare_many(
             raise ValueError("structures contains the same structure twice; give each once")
     if is_stack:
         prep = prepare_stack(matrices)
-        if structures is None and allocation == "uniform" and method == "exact":
+        if structures is None and allocation == "uniform" and method in ("exact", "auto"):
             rows = _best_uniform_rows(prep, budget, types, grids, diagonal)  # type: ignore[arg-type]
             return _summarise(pd.DataFrame(rows), budget, n_boot, confidence, random_state)
         if structures is not None:

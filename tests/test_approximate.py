@@ -240,3 +240,23 @@ def test_extreme_magnitudes_through_the_large_block_path(dtype, big):
     a = approximate(W, BlockGrid((2, 1), 3))
     ref = approximate(base, BlockGrid((2, 1), 3))  # same matrix up to a positive factor
     assert np.isfinite(a.error) and a.error == pytest.approx(ref.error, rel=1e-4)
+
+
+def test_auto_gives_the_exact_svd_factors(W):
+    # Factors need singular vectors: 'auto' decomposes by SVD, as 'exact'.
+    W = np.random.default_rng(5).standard_normal((140, 130))
+    a, e = approximate(W, BlockGrid(2, 7), method="auto"), approximate(W, BlockGrid(2, 7))
+    assert a.error == e.error and a.n_params == e.n_params
+    for (Ba, Aa), (Be, Ae) in zip(a.factors, e.factors):
+        np.testing.assert_array_equal(Ba @ Aa, Be @ Ae)
+
+
+def test_randomized_block_krylov_factors_float32_and_their_error():
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((600, 500)).astype(np.float32)
+    a = approximate(W, Global(20), method="randomized", random_state=0)
+    assert all(B.dtype == np.float32 and A.dtype == np.float32 for B, A in a.factors)
+    realized = np.linalg.norm(W.astype(np.float64) - a.reconstruct()) / np.linalg.norm(W)
+    assert a.error == pytest.approx(realized, rel=1e-5)
+    exact = approximate(W.astype(np.float64), Global(20)).error
+    assert exact <= a.error < exact + 1e-3  # never optimistic; block Krylov is close

@@ -313,7 +313,7 @@ def test_fallback_selected_when_numba_is_disabled():
         (lambda W: error_vs_budget(W, []).to_frame(), ValueError, r"budgets is empty"),
         (lambda W: error_vs_budget(W, [100], grids=[40]).to_frame(), ValueError, r"grids contains 40, which does not fit a 16 × 16"),
         (lambda W: error_surface(W, grids=[(2, 17)]).to_frame(), ValueError, r"grids contains \(2, 17\), which does not fit"),
-        (lambda W: error_surface(W, method="svd").to_frame(), ValueError, r"method='svd' is not allowed; use one of exact, randomized"),
+        (lambda W: error_surface(W, method="svd").to_frame(), ValueError, r"method='svd' is not allowed; use one of auto, exact, randomized"),
         (lambda W: error_surface(W, method="randomized", oversampling=-1).to_frame(), ValueError, r"oversampling=-1 is not allowed; it must be >= 0"),
         (lambda W: error_surface(W, method="randomized", n_iter=-2).to_frame(), ValueError, r"n_iter=-2 is not allowed; it must be >= 0"),
         (lambda W: error_vs_budget(W, [100], allocation="best").to_frame(), ValueError, r"allocation='best' is not allowed"),
@@ -479,7 +479,7 @@ def test_families_share_the_grid_spectra(monkeypatch):
 
     monkeypatch.setattr(spectra_module, "svdvals_stack", spy)
     W = RNG.standard_normal((64, 64))
-    error_surface(W, grids=[2, 4], diagonal=[2, 4])
+    error_surface(W, grids=[2, 4], diagonal=[2, 4], method="exact")
     # one svdvals per grid (1x1, 2x2, 4x4): the diagonal blocks are read from the grids
     assert sorted(int(np.prod(c[:-2])) for c in calls) == [1, 4, 16]
 

@@ -1,0 +1,448 @@
+"""The Gram-eigenvalue path (``method='auto'``): its error bound, its certification and fallback,
+float32, other backends, the memory check before exact decompositions, and block Krylov.
+
+References are float64 SVDs (``method='exact'``), allowed their own error: singular values
+within ``δ = k u σ_max`` of the exact ones, so a tail of ``s`` values within ``2δ√(s t) + s δ²``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowrank_blocks import _gram, error_surface
+from lowrank_blocks import spectra as spectra_module
+from lowrank_blocks._limits import MemoryLimitError
+from lowrank_blocks.linalg import block_krylov_stack
+from lowrank_blocks.spectra import (
+    PATH_FALLBACK,
+    PATH_GRAM,
+    PATH_SVD,
+    block_spectra,
+    prepare,
+)
+
+RNG = np.random.default_rng(20261123)
+U64 = 2.0**-53
+
+
+def with_spectrum(m: int, n: int, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``U diag(σ) Vᵀ`` with random orthonormal ``U`` (m × k) and ``V`` (n × k)."""
+    k = len(sigma)
+    U, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    return (U * sigma) @ V.T
+
+
+def svd_allowance(exact, ranks: np.ndarray) -> np.ndarray:
+    """Bound on the error of the SVD reference's relative errors (its own rounding)."""
+    tails = exact.tails()
+    delta_sq = np.zeros(ranks.shape[0])
+    for b in range(len(exact.blocks)):
+        k = int(exact.known[b])
+        sigma_max = np.sqrt(exact.sq[b, 0])
+        delta = 4 * k * U64 * sigma_max
+        r = ranks[:, b]
+        s = np.maximum(k - r, 0)
+        t = tails[b, r]
+        delta_sq += np.where(r == 0, 0.0, 2 * delta * np.sqrt(s * t) + s * delta**2)
+    err_sq = exact.squared_errors(ranks)
+    return _gram.relative_error_bound(err_sq, delta_sq, exact.total)
+
+
+def check_within_bounds(W, grid, tol=1e-6, n_random=40, rng=RNG, expect_gram=True):
+    """Auto spectra against the exact ones: every error of uniform and random ranks within
+    the stated bound (plus the reference's own), and the bound within ``tol``."""
+    prep = prepare(W)
+    auto = prep.spectra(grid, method="auto", tol=tol)
+    exact = prepare(np.array(W)).spectra(grid, method="exact")
+    if expect_gram:
+        assert np.any(auto.paths == PATH_GRAM), "the Gram path was expected here"
+    limits = auto.rank_limits
+    ranks = np.stack(
+        [rng.integers(0, limits + 1) for _ in range(n_random)]
+        + [np.minimum(limits, r) for r in range(int(limits.max()) + 1)]
+    )
+    got, ref = auto.errors(ranks), exact.errors(ranks)
+    bound = auto.error_bounds(ranks)
+    allowed = bound + svd_allowance(exact, ranks)
+    assert np.all(np.abs(got - ref) <= allowed), (
+        f"worst excess {np.max(np.abs(got - ref) - allowed):.3e}")
+    assert np.all(bound <= tol), f"a certified bound {bound.max():.3e} above tol={tol}"
+    ub = auto.uniform_error_bounds()
+    assert np.all(ub <= tol)
+    assert np.all(np.abs(auto.uniform_errors() - exact.uniform_errors()) <= ub + 1e-13)
+    return auto, exact, got, ref
+
+
+# -- the bound ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (256, 256)])
+def test_gaussian_blocks_take_the_gram_path_and_stay_within_their_bound(shape):
+    W = RNG.standard_normal(shape)
+    auto, exact, got, ref = check_within_bounds(W, (2, 2))
+    assert np.all(auto.paths == PATH_GRAM)
+    assert auto.method == "auto" and auto.tol == 1e-6
+    assert np.max(np.abs(got - ref)) < 1e-12
+
+
+def test_ragged_grids_within_their_bound():
+    W = RNG.standard_normal((389, 263))
+    for grid in [(3, 2), (2, 3), (1, 1)]:
+        auto, *_ = check_within_bounds(W, grid)
+        assert set(auto.partition.row_sizes) != {auto.partition.row_sizes[0]} or grid[0] == 1
+
+
+def test_geometric_decay_to_1e_minus_12_within_bound_and_falls_back_where_uncertified():
+    sigma = 10.0 ** (-12 * np.arange(192) / 191)  # σ from 1 to 1e-12: σ² from 1 to 1e-24
+    W = with_spectrum(384, 384, sigma, RNG)
+    # One block: its high-rank tails are far below the Gram path's rounding: fallback.
+    spec = prepare(W).spectra((1, 1), method="auto")
+    assert spec.paths.tolist() == [PATH_FALLBACK]
+    assert np.allclose(spec.uniform_errors(), prepare(W).spectra((1, 1)).uniform_errors(),
+                       rtol=1e-9, atol=1e-15)
+    # Certified only up to rank 20 (a tail of σ² ≥ 1e-3 σ₁²... still far above rounding).
+    spec = prepare(W).spectra((1, 1), method="auto", max_rank=20)
+    assert spec.paths.tolist() == [PATH_GRAM]
+    ranks = np.arange(0, 21)[:, None]
+    exact = prepare(W).spectra((1, 1))
+    bound = spec.error_bounds(ranks)
+    assert np.all(bound <= 1e-6)
+    assert np.all(np.abs(spec.errors(ranks) - exact.errors(ranks))
+                  <= bound + svd_allowance(exact, ranks))
+    # Beyond the rank certified the bound says so.
+    assert spec.error_bounds([150]) > 1e-6
+
+
+def test_exactly_low_rank_blocks_fall_back_and_give_the_svd_answer():
+    W = RNG.standard_normal((256, 7)) @ RNG.standard_normal((7, 256))  # rank 7
+    auto = prepare(W).spectra((2, 2), method="auto")
+    exact = prepare(W).spectra((2, 2), method="exact")
+    assert np.all(auto.paths == PATH_FALLBACK)
+    np.testing.assert_allclose(auto.uniform_errors(), exact.uniform_errors(), rtol=0, atol=0)
+    assert auto.uniform_errors()[7] < 1e-14  # rank 8 ≥ 7: nothing left but rounding
+    assert auto.method == "exact"  # every block ended on the SVD
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 2.0**1000, 3e-290])
+def test_extreme_magnitudes_are_certified_like_any_other(scale):
+    W0 = RNG.standard_normal((200, 200))
+    auto, exact, got, ref = check_within_bounds(W0 * scale, (2, 2))
+    base = prepare(W0).spectra((2, 2), method="auto")
+    # W0 * scale is W0 rounded (scale is not a power of two): the same errors to rounding.
+    np.testing.assert_allclose(auto.uniform_errors(), base.uniform_errors(), rtol=1e-9)
+
+
+def test_zero_blocks_are_certified_exactly():
+    W = RNG.standard_normal((256, 256))
+    W[:128, 128:] = 0.0
+    auto, *_ = check_within_bounds(W, (2, 2))
+    assert auto.paths.tolist() == [PATH_GRAM] * 4
+    assert auto.sq[1].max() == 0.0 and auto.bound_a[1] < 1e-300  # only the underflow term
+
+
+def test_the_bound_holds_per_tail_on_stress_blocks():
+    # Direct check of _gram on one stack: |t̂(r) − t(r)| ≤ Δ(r) for every r, where t is the
+    # tail of a float64 SVD of the same blocks (allowed its own error).
+    blocks = np.stack([
+        RNG.standard_normal((180, 120)),
+        with_spectrum(180, 120, 10.0 ** (-6 * np.arange(120) / 119), RNG),
+        with_spectrum(180, 120, np.r_[np.ones(10), np.zeros(110)], RNG),
+        with_spectrum(180, 120, 1.0 / np.arange(1, 121), RNG) * 2.0**-500,
+    ])
+    g = _gram.gram_eigvalsh(blocks, np)
+    bounds = _gram.tail_bounds(g.values, g.a, g.c)
+    s = np.linalg.svd(blocks, compute_uv=False)
+    k = s.shape[-1]
+    ref = np.concatenate((np.cumsum((s**2)[:, ::-1], axis=-1)[:, ::-1], np.zeros((4, 1))), -1)
+    got = np.concatenate((np.cumsum(g.values[:, ::-1], axis=-1)[:, ::-1], np.zeros((4, 1))), -1)
+    delta = 4 * k * U64 * s[:, :1]
+    count = np.arange(k, -1, -1)
+    svd_err = 2 * delta * np.sqrt(count * ref) + count * delta**2
+    assert np.all(np.abs(got - ref) <= bounds + svd_err)
+    # The bound is rigorous, not tight: it is far above what happens on these blocks.
+    assert np.max(np.abs(got - ref)[:, :-1] / bounds[:, :-1]) < 0.1
+
+
+def test_float32_goes_to_the_single_precision_svd_at_the_default_tol(monkeypatch):
+    W = RNG.standard_normal((256, 256)).astype(np.float32)
+    calls = []
+    original = _gram.gram_eigvalsh
+    monkeypatch.setattr(_gram, "gram_eigvalsh", lambda s, xp: calls.append(s) or original(s, xp))
+    spec = prepare(W).spectra((2, 2), method="auto")
+    assert calls == []  # not certifiable a priori: no Gram matrix formed at all
+    assert np.all(spec.paths == PATH_FALLBACK)
+
+
+def test_float32_gram_path_stays_float32_and_within_its_bound(monkeypatch):
+    W = RNG.standard_normal((256, 256)).astype(np.float32)
+    seen = []
+    original = _gram._gram_numpy
+    monkeypatch.setattr(_gram, "_gram_numpy",
+                        lambda s: seen.append(str(s.dtype)) or original(s))
+    # What float32's rounding can certify: 1e-3 up to rank 60 of these 128 × 128 blocks (the
+    # smallest values, near float32's rounding of ‖B‖², are not resolved).
+    auto = prepare(W).spectra((2, 2), method="auto", tol=1e-3, max_rank=60)
+    assert seen == ["float32"] and np.all(auto.paths == PATH_GRAM)
+    assert np.all(prepare(W).spectra((2, 2), method="auto", tol=1e-3).paths == PATH_FALLBACK)
+    exact = prepare(W.astype(np.float64)).spectra((2, 2), method="exact")  # exact to ~1e-16
+    ranks = np.stack([np.full(4, r) for r in range(0, 61, 3)])
+    got, ref = auto.errors(ranks), exact.errors(ranks)
+    bound = auto.error_bounds(ranks)
+    assert np.all(np.abs(got - ref) <= bound) and np.all(bound <= 1e-3)
+    # float32 accuracy in practice: about 1e-7 on these errors, far inside the bound.
+    assert np.max(np.abs(got - ref)) < 1e-5
+
+
+def test_fallback_is_per_block_and_counted(monkeypatch):
+    # Two blocks exactly low rank (fallback), two Gaussian (Gram): one svdvals call, for the two.
+    W = RNG.standard_normal((256, 256))
+    W[:128, :128] = RNG.standard_normal((128, 3)) @ RNG.standard_normal((3, 128))
+    W[128:, 128:] = RNG.standard_normal((128, 2)) @ RNG.standard_normal((2, 128))
+    shapes = []
+    original = spectra_module.svdvals_stack
+    monkeypatch.setattr(spectra_module, "svdvals_stack",
+                        lambda s, xp: shapes.append(s.shape) or original(s, xp))
+    auto = prepare(W).spectra((2, 2), method="auto")
+    assert auto.paths.tolist() == [PATH_FALLBACK, PATH_GRAM, PATH_GRAM, PATH_FALLBACK]
+    assert shapes == [(2, 128, 128)]
+    exact = prepare(W).spectra((2, 2), method="exact")
+    np.testing.assert_array_equal(auto.sq[[0, 3]], exact.sq[[0, 3]])
+    assert auto.bound_a[0] == 0 and auto.bound_a[1] > 0
+
+
+def test_an_impossible_tolerance_falls_back_everywhere():
+    W = RNG.standard_normal((256, 256))
+    auto = prepare(W).spectra((2, 2), method="auto", tol=1e-15)
+    assert np.all(auto.paths == PATH_FALLBACK) and auto.method == "exact"
+
+
+def test_certified_spectra_are_cached_and_shared_with_the_diagonal(monkeypatch):
+    W = RNG.standard_normal((256, 256))
+    calls = []
+    original = _gram.gram_eigvalsh
+    monkeypatch.setattr(_gram, "gram_eigvalsh", lambda s, xp: calls.append(s.shape) or original(s, xp))
+    prep = prepare(W)
+    whole = prep.spectra((2, 2), method="auto")
+    diag = prep.spectra((2, 2), ((0, 0), (1, 1)), method="auto", max_rank=50)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(diag.sq, whole.sq[[0, 3]])
+    # A stricter tolerance is a new certification.
+    prep.spectra((2, 2), method="auto", tol=1e-9)
+    assert len(calls) == 2
+
+
+def test_surfaces_default_to_auto_and_match_exact():
+    W = RNG.standard_normal((256, 256))
+    auto = error_surface(W, grids=[1, 2, 4])
+    exact = error_surface(W, grids=[1, 2, 4], method="exact")
+    assert auto.method == "auto" and exact.method == "exact"
+    a, e = auto.to_frame(), exact.to_frame()
+    assert np.max(np.abs(a["error"] - e["error"])) < 1e-6
+    small = error_surface(RNG.standard_normal((40, 40)))  # blocks below 64: all by SVD
+    assert small.method == "exact"
+
+
+def test_block_spectra_default_and_tol_validation():
+    W = RNG.standard_normal((128, 128))
+    assert block_spectra(W, "grid", 1).method == "auto"
+    assert block_spectra(W, "grid", 1, method="exact").method == "exact"
+    with pytest.raises(ValueError, match=r"tol=0.0 is not allowed"):
+        block_spectra(W, "grid", 1, tol=0.0)
+    with pytest.raises(TypeError, match="tol='x' must be a number"):
+        block_spectra(W, "grid", 1, tol="x")
+
+
+def test_stacks_are_certified_per_matrix():
+    X = RNG.standard_normal((3, 128, 128))
+    X[1] = RNG.standard_normal((128, 4)) @ RNG.standard_normal((4, 128))  # low rank: fallback
+    X[2] *= 1e200
+    from lowrank_blocks.spectra import prepare_stack
+
+    auto = prepare_stack(X).spectra((1, 1), method="auto")
+    exact = prepare_stack(X).spectra((1, 1))
+    assert auto.paths[:, 0].tolist() == [PATH_GRAM, PATH_FALLBACK, PATH_GRAM]
+    err = np.abs(auto.uniform_errors() - exact.uniform_errors())
+    assert np.all(err <= auto.uniform_error_bounds() + 1e-13)
+    assert np.all(auto.uniform_error_bounds() <= 1e-6)
+
+
+# -- other backends -------------------------------------------------------------------------
+
+
+def test_torch_runs_the_batched_gram_path_on_its_own_tensors(monkeypatch):
+    torch = pytest.importorskip("torch")
+    W = RNG.standard_normal((256, 256))
+    seen = []
+    original = _gram.gram_eigvalsh
+    monkeypatch.setattr(_gram, "gram_eigvalsh",
+                        lambda s, xp: seen.append((type(s), s.dtype, tuple(s.shape))) or original(s, xp))
+    auto = prepare(torch.asarray(W)).spectra((2, 2), method="auto")
+    assert seen == [(torch.Tensor, torch.float64, (4, 128, 128))]
+    exact = prepare(W).spectra((2, 2), method="exact")
+    assert np.all(np.abs(auto.uniform_errors() - exact.uniform_errors())
+                  <= auto.uniform_error_bounds() + 1e-13)
+    seen.clear()
+    prepare(torch.asarray(W, dtype=torch.float32)).spectra((2, 2), method="auto", tol=1e-3,
+                                                          max_rank=60)
+    assert seen[0][1] == torch.float32
+
+
+def test_array_api_strict_gram_path():
+    xp = pytest.importorskip("array_api_strict")
+    W = RNG.standard_normal((128, 200))
+    auto = prepare(xp.asarray(W)).spectra((1, 1), method="auto")
+    exact = prepare(W).spectra((1, 1), method="exact")
+    assert auto.paths.tolist() == [PATH_GRAM]
+    assert np.all(np.abs(auto.uniform_errors() - exact.uniform_errors())
+                  <= auto.uniform_error_bounds() + 1e-13)
+
+
+def test_tf32_products_are_charged_float32_rounding_of_a_tf32_unit():
+    torch = pytest.importorskip("torch")
+    u_mm, u, tiny = _gram.rounding(torch.zeros(2, dtype=torch.float32))
+    assert u_mm == u == 2.0**-24 and tiny == np.finfo(np.float32).tiny  # on the CPU: no TF32
+    assert _gram.rounding(np.zeros(2))[:2] == (U64, U64)
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def test_exact_decompositions_are_refused_up_front_under_a_small_limit():
+    W = RNG.standard_normal((512, 512)).astype(np.float32)
+    with pytest.raises(MemoryLimitError, match=r"singular values of 1 block of 512 × 512 "
+                                                r"\(float32\) would need .*method='randomized'"):
+        prepare(W).spectra((1, 1), method="exact", max_bytes=500_000)
+    with pytest.raises(MemoryLimitError, match="out-of-core route"):
+        block_spectra(W.astype(np.float64), "grid", 1, max_bytes=500_000)  # the Gram path
+    assert prepare(W).spectra((1, 1), method="exact", max_bytes=4_000_000).known[0] == 512
+
+
+def test_the_memory_estimate_of_a_20000_square_float32_matrix(monkeypatch):
+    # Without allocating it: the estimate for the exact spectra of a 20000 × 20000 float32
+    # matrix is one more matrix (the copy LAPACK works on) plus workspace: within 3× in all.
+    import lowrank_blocks._limits as limits
+
+    asked = []
+    monkeypatch.setattr(limits, "check_bytes", lambda n, what, **kw: asked.append((n, what)))
+    prep = prepare(np.zeros((8, 8), dtype=np.float32))
+    prep._check_memory(20000, 20000, 1, False, None)
+    prep._check_memory(20000, 20000, 1, True, None)
+    matrix = 20000 * 20000 * 4
+    assert matrix < asked[0][0] < 1.01 * matrix   # SVD: one copy
+    assert 2 * matrix < asked[1][0] < 2.01 * matrix  # Gram path: a copy and the Gram matrix
+    assert "20000 × 20000 (float32)" in asked[0][1]
+
+
+# -- block Krylov -------------------------------------------------------------------------------
+
+
+def test_block_krylov_never_optimistic_and_accurate_on_a_flat_spectrum():
+    W = RNG.standard_normal((512, 512))
+    exact = error_surface(W, grids=[1, 2], families=["grid"], method="exact",
+                          max_params=512 * 512 // 10).to_frame()
+    rand = error_surface(W, grids=[1, 2], families=["grid"], method="randomized",
+                         random_state=0).to_frame()
+    merged = exact.merge(rand, on=["p", "q", "rank"], suffixes=("_e", "_r"))
+    diff = merged["error_r"] - merged["error_e"]
+    assert len(merged) == len(exact)
+    assert (diff >= -1e-12).all() and diff.max() < 1e-3
+
+
+def test_block_krylov_float32_and_torch():
+    torch = pytest.importorskip("torch")
+    import array_api_compat
+
+    X = RNG.standard_normal((3, 200, 150))
+    S64, r64 = block_krylov_stack(X, 5, np, random_state=0)
+    S32, r32 = block_krylov_stack(X.astype(np.float32), 5, np, random_state=0)
+    assert S32.dtype == np.float32 and r32.dtype == np.float32
+    np.testing.assert_allclose(S32[:, :5], S64[:, :5], rtol=1e-4)
+    T = torch.asarray(X)
+    St, rt = block_krylov_stack(T, 5, array_api_compat.array_namespace(T), random_state=0)
+    assert isinstance(St, torch.Tensor)
+    exact = np.linalg.svd(X, compute_uv=False)
+    assert np.all(St.numpy() <= exact[:, : St.shape[1]] * (1 + 1e-12))
+
+
+def test_block_krylov_on_exhausted_spaces_keeps_an_orthonormal_basis():
+    # Rank 3 blocks and 5 × 4 directions asked: the space is exhausted after one block.
+    X = RNG.standard_normal((2, 120, 3)) @ RNG.standard_normal((2, 3, 90))
+    U, S, Vt, res = block_krylov_stack(X, 3, np, oversampling=2, n_iter=3, random_state=0,
+                                       compute_uv=True)
+    exact = np.linalg.svd(X, compute_uv=False)
+    np.testing.assert_allclose(S[:, :3], exact[:, :3], rtol=1e-10)
+    assert np.all(S <= exact[:, :1] * (1 + 1e-12))
+    gram = np.swapaxes(U, 1, 2) @ U
+    assert np.max(np.abs(gram - np.eye(U.shape[-1]))) < 1e-8
+    assert np.all(res >= 0) and np.all(res < 1e-20 * np.sum(X**2, axis=(1, 2)))
+
+
+def test_randomized_approximation_reproduces_its_spectra_error():
+    from lowrank_blocks import BlockGrid, approximate, best_approximation
+
+    W = RNG.standard_normal((512, 512))
+    approx = approximate(W, BlockGrid(2, 10), method="randomized", random_state=3)
+    realized = np.linalg.norm(W - approx.reconstruct()) / np.linalg.norm(W)
+    assert approx.error == pytest.approx(realized, rel=1e-9)
+    best = best_approximation(W, 512 * 512 // 20, method="randomized", random_state=1,
+                              grids=[1, 2])
+    realized = (np.linalg.norm(W - best.approximation.reconstruct()) / np.linalg.norm(W))
+    assert best.error == pytest.approx(realized, rel=1e-9)
+
+
+def test_a_priori_feasibility_matches_certification_on_float64():
+    W = RNG.standard_normal((256, 256))
+    prep = prepare(W)
+    held, outside = prep.energies((1, 1), ((0, 0),))
+    ok = _gram.a_priori_feasible(held, np.ones(1), held.sum() + outside, 1e-6, 256, 256,
+                                 U64)
+    assert ok.tolist() == [True]
+    assert prep.spectra((1, 1), method="auto").paths.tolist() == [PATH_GRAM]
+    assert PATH_SVD == 0
+
+
+# -- the GPU benchmark, on the CPU ----------------------------------------------------------------
+
+
+def test_bench_gpu_quick_runs_the_device_path_on_torch_cpu_tensors(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import lowrank_blocks.linalg as linalg
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_gpu", bench)
+    spec.loader.exec_module(bench)
+    kinds = set()
+    original_gram, original_krylov = _gram.gram_eigvalsh, linalg._block_krylov_serial
+    monkeypatch.setattr(_gram, "gram_eigvalsh",
+                        lambda s, xp: kinds.add(("gram", type(s).__module__)) or original_gram(s, xp))
+
+    def krylov(stack, *a, **k):
+        kinds.add(("krylov", type(stack).__module__))
+        return original_krylov(stack, *a, **k)
+
+    monkeypatch.setattr(linalg, "_block_krylov_serial", krylov)
+    rows = bench.main(["--quick"])
+    assert [r["what"].split(" (")[0] for r in rows] == [
+        "exact surface", "auto surface", "randomized surface", "model scan"]
+    assert all(r["diff"] < 1e-5 for r in rows)
+    assert ("gram", "torch") in kinds and ("krylov", "torch") in kinds
+    assert "not a GPU measurement" in capsys.readouterr().out
+
+
+def test_large_gram_matrices_are_decomposed_in_place(monkeypatch):
+    # Above _IN_PLACE_BYTES the Gram matrix goes to SciPy's syevr without NumPy's copy; the
+    # values are the same eigenvalues.
+    W = RNG.standard_normal((256, 200))
+    reference = prepare(W).spectra((1, 1), method="auto")
+    monkeypatch.setattr(_gram, "_IN_PLACE_BYTES", 1)
+    in_place = prepare(W).spectra((1, 1), method="auto")
+    assert in_place.paths.tolist() == [PATH_GRAM]
+    np.testing.assert_allclose(in_place.sq, reference.sq, rtol=1e-10, atol=1e-10 * W.size)
