@@ -22,6 +22,7 @@ from .allocation import AllocationSolution, solve_allocation
 from .approximate import Approximation, approximate
 from .budgets import PaperConfigurations, configurations_at_budget, paper_rule
 from .layers import LayerAnalysis, analyze_layers
+from .model_budget import ModelAllocation, allocate_model
 from .partition import Partition, split_sizes
 from .search import Curve, Search, Surface, best_approximation, error_surface, error_vs_budget
 from .spectra import (
@@ -44,6 +45,7 @@ __all__ = [
     "DiagonalBlocks",
     "Global",
     "LayerAnalysis",
+    "ModelAllocation",
     "PaperConfigurations",
     "Partition",
     "PreparedMatrix",
@@ -51,6 +53,7 @@ __all__ = [
     "Structure",
     "Study",
     "Surface",
+    "allocate_model",
     "allocate_ranks",
     "analyze_layers",
     "approximate",

@@ -304,12 +304,55 @@ def _storage_eps(dtype: str | None) -> float:
         return 2.0**-7 if dtype and "bfloat16" in dtype else 0.0
 
 
+@dataclass(frozen=True)
+class _Given:
+    """A matrix passed in memory, named: read as a :class:`~lowrank_blocks.models.NamedMatrix`
+    is (``load()``), with no storage precision known."""
+
+    name: str
+    value: Any = field(repr=False)
+    dtype: str | None = None
+
+    def load(self) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class _LayerTask:
+    """The analysis of one matrix, from its name and loader: a row, or a skipped tensor.
+
+    Picklable (module-level, holding only the options), so :func:`analyze_layers` can send it
+    to the workers of a Dask cluster, where each matrix is read by its own task.
+    """
+
+    budget: Budget
+    types: tuple[type[Structure], ...]
+    grids: Any
+    diagonal: Any
+    targets: tuple[float, ...]
+    kind: str
+
+    def __call__(self, unit: Any) -> Any:
+        from .models import Skipped
+
+        name = unit.name
+        W = unit.load()
+        shape = (int(W.shape[0]), int(W.shape[1])) if getattr(W, "ndim", 0) == 2 else None
+        if shape is None:
+            raise ValueError(f"{name} is not a 2-D matrix (shape {getattr(W, 'shape', None)})")
+        if self.kind == "difference" and not bool(np.any(np.asarray(W) != 0)):
+            return Skipped(name, shape, "unchanged: the update is zero")
+        return _analyze_one(name, W, self.budget.for_shape(shape), self.types, self.grids,
+                            self.diagonal, self.targets, unit.dtype)
+
+
 def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[Any, list[Any], str]:
-    """(name, loader) pairs of the source, the skipped list and a description."""
+    """The matrices of the source (objects with ``name``, ``load()`` and the storage
+    ``dtype``), the skipped list and a description."""
     if isinstance(source, Mapping) and source and all(
         isinstance(v, np.ndarray) and v.ndim == 2 for v in source.values()
     ) and base is None:
-        items = [(str(k), (lambda v=v: v), None) for k, v in source.items()]
+        items = [_Given(str(k), v) for k, v in source.items()]
         return items, [], "dict of matrices"
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, Mapping)) and not (
         hasattr(source, "matrices") or hasattr(source, "state_dict")
@@ -322,7 +365,7 @@ def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[An
                     f"(name, matrix) pairs"
                 )
             nm, mat = pair
-            items.append((str(nm), (lambda v=mat: v), None))
+            items.append(_Given(str(nm), mat))
         return items, [], "matrices"
     from .models import ModelMatrices, open_model
 
@@ -335,8 +378,7 @@ def _pairs(source: Any, base: Any, pattern: Any, reshape_conv: bool) -> tuple[An
         mm = source
     else:
         mm = open_model(source, base=base, pattern=pattern, reshape_conv=reshape_conv)
-    items = [(m.name, m.load, m.dtype) for m in mm.matrices]
-    return items, list(mm.skipped), mm.kind
+    return list(mm.matrices), list(mm.skipped), mm.kind
 
 
 def analyze_layers(
@@ -353,6 +395,8 @@ def analyze_layers(
     diagonal: Any = None,
     targets: Sequence[float] = DEFAULT_TARGETS,
     progress: bool = True,
+    client: Any = None,
+    retries: int = 2,
 ) -> LayerAnalysis:
     """Global, diagonal or block-grid structure for every matrix of a model, at one budget each.
 
@@ -378,7 +422,17 @@ def analyze_layers(
     targets : sequence of float, default (0.5, 0.2)
         Relative errors whose required budgets are reported per family.
     progress : bool, default True
-        A progress bar over the matrices (terminal and Jupyter; off on non-terminals).
+        A progress bar over the matrices (terminal and Jupyter; off on non-terminals); with a
+        client, Dask's.
+    client : distributed.Client, cluster, str or int, optional
+        Run on a Dask cluster (:mod:`lowrank_blocks.distributed`): a client, a cluster object,
+        a scheduler address (``"tcp://host:8786"``) or ``N`` to start a local cluster of ``N``
+        worker processes.  One task per matrix, each reading its own tensor on its worker
+        (tensors of a checkpoint never pass through the scheduler; the workers must see its
+        files); the same table as the serial run, in the same order.  Default: this process.
+    retries : int, default 2
+        With a client: re-runs of a task that fails (a dead worker's tasks are re-run by the
+        scheduler as well); a matrix that still fails raises, naming the tensor.
 
     Returns
     -------
@@ -399,21 +453,19 @@ def analyze_layers(
     target_values = _check_targets(targets)
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress={progress!r} must be True or False")
+    retries = as_int(retries, "retries", minimum=0)
     items, skipped, kind = _pairs(source, base, pattern, reshape_conv)
-    from ._progress import progress_bar
-    from .models import Skipped
+    task = _LayerTask(spec, types, grids, diagonal, target_values, kind)
+    if client is None:
+        from ._progress import progress_bar
 
-    layers = []
-    for name, load, storage in progress_bar(items, enabled=progress, desc="matrices",
-                                            unit="matrix"):
-        W = load()
-        shape = (int(W.shape[0]), int(W.shape[1])) if getattr(W, "ndim", 0) == 2 else None
-        if shape is None:
-            raise ValueError(f"{name} is not a 2-D matrix (shape {getattr(W, 'shape', None)})")
-        if kind == "difference" and not bool(np.any(np.asarray(W) != 0)):
-            skipped.append(Skipped(name, shape, "unchanged: the update is zero"))
-            continue
-        layers.append(_analyze_one(name, W, spec.for_shape(shape), types, grids, diagonal,
-                                   target_values, storage))
-        del W
+        results = [task(unit) for unit in progress_bar(items, enabled=progress,
+                                                       desc="matrices", unit="matrix")]
+    else:
+        from .distributed import map_matrices
+
+        results = map_matrices(task, items, client=client, retries=retries,
+                               progress=bool(progress), desc="analyze_layers")
+    layers = [r for r in results if isinstance(r, LayerResult)]
+    skipped.extend(r for r in results if not isinstance(r, LayerResult))
     return LayerAnalysis(layers, skipped, spec, types, target_values, kind)

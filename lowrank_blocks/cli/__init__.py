@@ -31,12 +31,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import compare, curve, reproduce, scan, surface
+from . import allocate, compare, curve, extract, reproduce, scan, surface
 from ._common import PROG, TRACEBACK_ENV, Formatter, Parser, run_handler
 
 __all__ = ["main"]
 
-COMMANDS = (compare, curve, surface, scan, reproduce)
+COMMANDS = (compare, curve, surface, scan, allocate, extract, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  lowrank-blocks curve W.npy --out results\n"
             "  lowrank-blocks surface image.png --budget 512,1024\n"
             "  lowrank-blocks scan model.safetensors --pattern '*.weight'\n"
+            "  lowrank-blocks allocate model.safetensors --lora-rank 8 --peft-config lora.json\n"
+            "  lowrank-blocks extract --base base/ --finetuned ft/ --lora-rank 8 --out adapter/\n"
             "  lowrank-blocks reproduce table1\n"
             "\n"
             "Run 'lowrank-blocks COMMAND --help' for the options of a command. Tables are\n"

@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
             "  lowrank-blocks scan finetuned/ --base base/ --budget-fraction 0.05\n"
             "  lowrank-blocks scan model.safetensors --pattern '*attention*' --csv > scan.csv\n"
             "  lowrank-blocks scan model.safetensors --out results/scan   # CSV, JSON, figures\n"
+            "  lowrank-blocks scan model.safetensors --workers 4     # 4 local Dask processes\n"
+            "  lowrank-blocks scan model.safetensors --scheduler tcp://10.0.0.5:8786\n"
             "\n"
             "--csv prints the per-matrix table (columns name, rows, cols, budget,\n"
             "error_global, error_diagonal, error_grid, best, ... at full precision);\n"
@@ -75,6 +77,7 @@ def register(sub: Any) -> None:
         help="analyse 4-D convolution kernels as out × (in·kh·kw) matrices (default: skip them)",
     )
     c.add_families(parser)
+    c.add_cluster(parser)
     c.add_out(parser, "scan.csv, scan.json, scan_summary.csv, scan_skipped.csv and figures",
               default=None)
     c.add_progress(parser)
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         budget["budget_fraction"] = 0.05
     analysis = analyze_layers(
         source, families=args.families, targets=targets, progress=c.show_progress(args),
-        **budget,
+        client=c.cluster(args), **budget,
     )
     frame = analysis.to_frame()
     first = [col for col in CSV_COLUMNS_FIRST if col in frame.columns]
