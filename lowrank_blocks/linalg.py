@@ -534,6 +534,17 @@ def _subgrid(blocks: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]] |
     return (rows, cols) if is_product and contiguous else None
 
 
+def _check_stack_rank(stack: Array, rank: object) -> int:
+    """``rank`` as an int in ``[1, min(m, n)]`` for a stack of ``m × n`` blocks."""
+    from ._validate import as_int
+
+    m, n = (int(d) for d in stack.shape[-2:])
+    rank = as_int(rank, "rank", minimum=1)
+    if rank > min(m, n):
+        raise ValueError(f"rank={rank} exceeds the block size {m} × {n}; at most {min(m, n)}")
+    return rank
+
+
 def _check_randomized_options(oversampling: object, n_iter: object) -> tuple[int, int]:
     from ._validate import check_randomized_options
 
@@ -611,12 +622,7 @@ def randomized_svd_stack(
     True
     """
     oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
-    g, m, n = (int(d) for d in stack.shape)
-    from ._validate import as_int as _as_int
-
-    rank = _as_int(rank, "rank", minimum=1)
-    if rank > min(m, n):
-        raise ValueError(f"rank={rank} exceeds the block size {m} × {n}; at most {min(m, n)}")
+    rank = _check_stack_rank(stack, rank)
     rng = np.random.default_rng(random_state)
     workers = _numpy_workers(stack)
     if workers > 1:
@@ -749,12 +755,7 @@ def block_krylov_stack(
     True
     """
     oversampling, n_iter = _check_randomized_options(oversampling, n_iter)
-    g, m, n = (int(d) for d in stack.shape)
-    from ._validate import as_int as _as_int
-
-    rank = _as_int(rank, "rank", minimum=1)
-    if rank > min(m, n):
-        raise ValueError(f"rank={rank} exceeds the block size {m} × {n}; at most {min(m, n)}")
+    rank = _check_stack_rank(stack, rank)
     rng = np.random.default_rng(random_state)
     workers = _numpy_workers_krylov(stack, rank, oversampling, n_iter)
     opts = dict(oversampling=oversampling, n_iter=n_iter, compute_uv=compute_uv)

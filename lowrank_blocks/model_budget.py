@@ -453,6 +453,15 @@ def _weight(ms: MatrixSpectra, objective: str) -> float:
     return 1.0 / ms.energy if ms.energy > 0 else 0.0
 
 
+def uniform_choice(
+    spectra: Sequence[MatrixSpectra], weights: Sequence[float], budget: int
+) -> tuple[int, float]:
+    """The uniform rank within ``budget`` (:func:`uniform_rank_at`) and its weighted total error."""
+    u = uniform_rank_at(spectra, budget)
+    return u, math.fsum(w * float(ms.sq[min(u, len(ms.sq)):].sum())
+                        for ms, w in zip(spectra, weights))
+
+
 # -- the allocation ------------------------------------------------------------------------------
 
 
@@ -556,8 +565,7 @@ def allocate_model(
     budget = as_int(budget, "budget", minimum=0)
     weights = [_weight(ms, objective) for ms in spectra]
 
-    u = uniform_rank_at(spectra, budget)
-    u_err = sum(w * float(ms.sq[min(u, len(ms.sq)):].sum()) for ms, w in zip(spectra, weights))
+    u, u_err = uniform_choice(spectra, weights, budget)
     # The global-only optimum: the exact concave knapsack.
     try:
         glob = solve_allocation([ms.cost for ms in spectra],

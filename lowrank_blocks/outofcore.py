@@ -70,7 +70,14 @@ import numpy as np
 from ._limits import check_bytes, format_bytes, memory_limit
 from ._validate import as_int, check_random_state
 from .partition import Partition
-from .spectra import BlockSpectra, PreparedMatrix, Sampling, check_method, prepare
+from .spectra import (
+    BlockSpectra,
+    PreparedMatrix,
+    Sampling,
+    check_method,
+    prepare,
+    split_energies,
+)
 
 __all__ = ["DEFAULT_MAX_RANK", "LargeMatrix", "is_large", "open_large"]
 
@@ -395,11 +402,7 @@ class LargeMatrix(PreparedMatrix):
     ) -> tuple[np.ndarray, Any]:
         """Energy of ``blocks`` of ``grid`` and of the rest (of ``W / scale``), in stripes."""
         part = self.partition(tuple(grid))  # type: ignore[arg-type]
-        full = self._energies_of_grid(part)
-        arr = np.array(blocks, dtype=np.int64).reshape(-1, 2)
-        mask = np.ones(part.grid, dtype=bool)
-        mask[arr[:, 0], arr[:, 1]] = False
-        return full[arr[:, 0], arr[:, 1]], np.sum(full, where=mask)
+        return split_energies(self._energies_of_grid(part), blocks)
 
     # -- spectra --------------------------------------------------------------------------------
     def spectra(

@@ -50,10 +50,12 @@ from .approximate import approximate
 from .model_budget import (
     MatrixSpectra,
     ModelAllocation,
+    _weight,
     allocate_model,
     model_spectra,
     parse_structure,
-    uniform_rank_at,
+    structure_of,
+    uniform_choice,
 )
 from .structures import BlockGrid, DiagonalBlocks, Global, Structure
 
@@ -273,18 +275,12 @@ class GraloraChoice:
 
 def _fixed_allocation(spectra: list[MatrixSpectra], label: str, s: int, budget: int,
                       objective: str, method: str) -> ModelAllocation:
-    weights = [_w(ms, objective) for ms in spectra]
+    weights = [_weight(ms, objective) for ms in spectra]
     choices = [(label, min(s, len(ms.curves[label][1]) - 1)) for ms in spectra]
     total = math.fsum(w * float(ms.curves[lab][1][t])
                       for ms, w, (lab, t) in zip(spectra, weights, choices))
-    u = uniform_rank_at(spectra, budget)
-    u_err = math.fsum(w * float(ms.sq[min(u, len(ms.sq)):].sum())
-                      for ms, w in zip(spectra, weights))
+    u, u_err = uniform_choice(spectra, weights, budget)
     return ModelAllocation(spectra, choices, budget, objective, total, u, u_err, method, total)
-
-
-def _w(ms: MatrixSpectra, objective: str) -> float:
-    return 1.0 if objective == "absolute" else (1.0 / ms.energy if ms.energy > 0 else 0.0)
 
 
 def gralora_choice(
@@ -432,14 +428,8 @@ def _reconstruction(W: np.ndarray, label: str, s: int) -> np.ndarray:
     if label != "global":
         k = int(label.split(":")[1])
         s = min(s, W.shape[0] // k, W.shape[1] // k)
-    return np.asarray(approximate(np.asarray(W, dtype=np.float64), _structure(label, s))
+    return np.asarray(approximate(np.asarray(W, dtype=np.float64), structure_of(label, s))
                       .reconstruct())
-
-
-def _structure(label: str, s: int) -> Structure:
-    from .model_budget import structure_of
-
-    return structure_of(label, s)
 
 
 def _plan(spectra: list[MatrixSpectra], structure: str, budget: int | None,
@@ -447,7 +437,7 @@ def _plan(spectra: list[MatrixSpectra], structure: str, budget: int | None,
     """The allocation and the adapter_config.json for one structure."""
     label = parse_structure(structure)
     if label.startswith("diagonal"):
-        peft_layout(_structure(label, 1), spectra[0].shape)  # raises, naming the nearest
+        peft_layout(structure_of(label, 1), spectra[0].shape)  # raises, naming the nearest
     if label == "global":
         alloc = allocate_model(spectra, budget, lora_rank=lora_rank, objective=objective,
                                progress=False)

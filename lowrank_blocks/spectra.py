@@ -76,6 +76,24 @@ DEFAULT_TOL = 1e-6
 PATH_SVD, PATH_GRAM, PATH_FALLBACK, PATH_RANDOMIZED = 0, 1, 2, 3
 
 
+def split_energies(
+    full: np.ndarray, blocks: tuple[tuple[int, int], ...]
+) -> tuple[np.ndarray, Any]:
+    """``(held, outside)`` from the energies of a whole grid, ``full`` of shape ``(..., p, q)``:
+    the energies of ``blocks`` and the sum of every other block's.
+
+    Examples
+    --------
+    >>> held, outside = split_energies(np.arange(4.0).reshape(2, 2), ((0, 0), (1, 1)))
+    >>> held.tolist(), float(outside)
+    ([0.0, 3.0], 3.0)
+    """
+    arr = np.array(blocks, dtype=np.int64).reshape(-1, 2)
+    mask = np.ones(full.shape[-2:], dtype=bool)
+    mask[arr[:, 0], arr[:, 1]] = False
+    return full[..., arr[:, 0], arr[:, 1]], np.sum(full, axis=(-2, -1), where=mask)
+
+
 def relative_error(err_sq: Any, total: Any) -> Any:
     """``sqrt(err² / ‖W‖²)`` clipped to ``[0, 1]``; 0 where the matrix is zero.
 
@@ -541,13 +559,7 @@ class PreparedMatrix:
             return held_energies(self.data, part, blocks, self.xp, self.remaining_scale)
         if grid not in self._energies:
             self._energies[grid] = block_energies(self.data, part, self.xp, self.remaining_scale)
-        full = self._energies[grid]
-        arr = np.array(blocks, dtype=np.int64).reshape(-1, 2)
-        mask = np.ones((p, q), dtype=bool)
-        mask[arr[:, 0], arr[:, 1]] = False
-        held = full[..., arr[:, 0], arr[:, 1]]
-        outside = np.sum(full, axis=(-2, -1), where=mask)
-        return held, outside
+        return split_energies(self._energies[grid], blocks)
 
     def spectra(
         self,
