@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: the median wall time of repeated runs."""
+"""Shared by the benchmarks: the median wall time of repeated runs, CPU work, peak memory."""
 
 from __future__ import annotations
 
@@ -16,6 +16,23 @@ def median_time(fn: Callable[[], Any], repeat: int = 7) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def cpu_work(fn: Callable[[], Any]) -> float:
+    """CPU seconds of ``fn`` on one thread (BLAS limited to one thread, no thread pools): a
+    measure of work that the load of a shared machine does not distort."""
+    from threadpoolctl import threadpool_limits
+
+    import lowrank_blocks.linalg as linalg
+
+    linalg._SERIAL.on = True
+    try:
+        with threadpool_limits(limits=1):
+            t0 = time.process_time()
+            fn()
+            return time.process_time() - t0
+    finally:
+        linalg._SERIAL.on = False
 
 
 def peak_memory(setup: str, run: str) -> float:

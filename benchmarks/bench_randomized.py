@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scipy.linalg  # noqa: E402,F401  (its BLAS loaded now, so thread limits reach it)
+from _timing import cpu_work  # noqa: E402
 
 from lowrank_blocks import error_surface  # noqa: E402
 
@@ -42,22 +43,6 @@ def matrix(kind: str, d: int, rng: np.random.Generator) -> np.ndarray:
     i = np.arange(1, d + 1)
     sigma = i**-0.5 if kind.startswith("slow") else 0.99**i
     return (U * sigma) @ V.T
-
-
-def cpu_work(fn) -> float:
-    """CPU seconds of ``fn`` on one thread (BLAS limited to one thread, no thread pools)."""
-    from threadpoolctl import threadpool_limits
-
-    import lowrank_blocks.linalg as linalg
-
-    linalg._SERIAL.on = True
-    try:
-        with threadpool_limits(limits=1):
-            t0 = time.process_time()
-            fn()
-            return time.process_time() - t0
-    finally:
-        linalg._SERIAL.on = False
 
 
 def paired(fn, base, repeat: int) -> float:

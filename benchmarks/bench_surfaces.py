@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scipy.linalg  # noqa: E402,F401  (its BLAS loaded now, so thread limits reach it)
-from _timing import median_time, peak_memory  # noqa: E402
+from _timing import cpu_work, median_time, peak_memory  # noqa: E402
 
 from lowrank_blocks import error_surface  # noqa: E402
 from lowrank_blocks.linalg import randomized_svd_stack, stack_blocks  # noqa: E402
@@ -91,24 +91,6 @@ def paired_ratio(fn, base, repeat: int) -> tuple[float, float]:
         ratios.append((t2 - t1) / (t1 - t0))
         times.append(t2 - t1)
     return statistics.median(ratios), statistics.median(times)
-
-
-def cpu_work(fn) -> float:
-    """CPU seconds of ``fn`` on one thread (BLAS limited to one thread, no thread pools)."""
-    import time
-
-    from threadpoolctl import threadpool_limits
-
-    import lowrank_blocks.linalg as linalg
-
-    linalg._SERIAL.on = True
-    try:
-        with threadpool_limits(limits=1):
-            t0 = time.process_time()
-            fn()
-            return time.process_time() - t0
-    finally:
-        linalg._SERIAL.on = False
 
 
 def auto_diagnostics(W: np.ndarray) -> tuple[float, int, int]:
