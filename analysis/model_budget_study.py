@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.model_study import fig2_updates
 from lowrank_blocks.datasets import minilm_checkpoint
 from lowrank_blocks.model_budget import MatrixSpectra, allocate_model, model_spectra
 
@@ -82,18 +83,6 @@ def compare(spectra: list[MatrixSpectra], source: str, lora_ranks: list[int]) ->
             "optimal_at_threshold_params": at_t.total_error,
         })
     return rows
-
-
-def fig2_updates(epochs: int = 40, lr: float = 2e-4) -> dict[str, np.ndarray]:
-    """ΔW1 and ΔW2 of full fine-tuning of the Fig. 2 MLP (float64)."""
-    from analysis.fig2.sweep import Settings, load_data, pretrain, train_run
-
-    settings = Settings(epochs=epochs)
-    data = load_data(settings)
-    frozen, _ = pretrain(data, settings)
-    _, model = train_run(frozen, None, lr, 0, data, settings)
-    return {"W1.weight": model.mlp.W1.astype(np.float64) - frozen.W1.astype(np.float64),
-            "W2.weight": model.mlp.W2.astype(np.float64) - frozen.W2.astype(np.float64)}
 
 
 def main() -> None:

@@ -33,15 +33,16 @@ def minilm(lora_rank: int = 8) -> pd.DataFrame:
     return analyze_layers(minilm_checkpoint(), lora_rank=lora_rank, progress=False).to_frame()
 
 
-def fig2_update(epochs: int = 40, lr: float = 2e-4) -> np.ndarray:
-    """ΔW of full fine-tuning of the Fig. 2 MLP's hidden layer (float64)."""
+def fig2_updates(epochs: int = 40, lr: float = 2e-4) -> dict[str, np.ndarray]:
+    """ΔW1 and ΔW2 of full fine-tuning of the Fig. 2 MLP (float64)."""
     from analysis.fig2.sweep import Settings, load_data, pretrain, train_run
 
     settings = Settings(epochs=epochs)
     data = load_data(settings)
     frozen, _ = pretrain(data, settings)
     _, model = train_run(frozen, None, lr, 0, data, settings)
-    return model.mlp.W1.astype(np.float64) - frozen.W1.astype(np.float64)
+    return {"W1.weight": model.mlp.W1.astype(np.float64) - frozen.W1.astype(np.float64),
+            "W2.weight": model.mlp.W2.astype(np.float64) - frozen.W2.astype(np.float64)}
 
 
 def winners(frame: pd.DataFrame) -> dict[str, str]:
@@ -86,7 +87,7 @@ def main() -> None:
     weighted = {c: float(np.average(mini[c].to_numpy(float), weights=w)) for c in cols}
     lines += ["Mean weighted by size: " + ", ".join(f"{c} {v:.4f}" for c, v in weighted.items()),
               ""]
-    delta = fig2_update()
+    delta = fig2_updates()["W1.weight"]  # the hidden layer's update
     rows = []
     for r in (1, 2, 4, 8):
         f = analyze_layers({"fig2 hidden ΔW (64 × 784)": delta}, lora_rank=r,
