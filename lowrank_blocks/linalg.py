@@ -835,6 +835,7 @@ def _block_krylov_serial(
         return xp.asarray(rng.standard_normal(shape), dtype=dtype, device=device)
 
     Y = A @ gaussian((g, cols, b))
+    noise = gaussian((g, rows, b)) if total > b else None  # one draw serves every step
     Qs: list[Array] = []
     Zs: list[Array] = []
     done = 0
@@ -843,8 +844,10 @@ def _block_krylov_serial(
             # Rounding-level random directions: where the Krylov space is exhausted the
             # projection leaves only noise, and QR must still return directions orthogonal
             # to the basis.  Two passes of block Gram–Schmidt ("twice is enough").
+            # One Gaussian draw for every step: generic against the basis, which is all the
+            # directions need to be.
             scale = xp.sqrt(_sum_squares(Y, xp)) * (eps / math.sqrt(rows * b))
-            Y = Y + gaussian((g, rows, b)) * scale[:, None, None]
+            Y = Y + noise * scale[:, None, None]
             P = xp.concat(Qs, axis=-1) if len(Qs) > 1 else Qs[0]
             Pt = xp.permute_dims(P, (0, 2, 1))
             for _ in range(2):
