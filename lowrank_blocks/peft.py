@@ -26,7 +26,12 @@ Modules are named by their weights: the tensor ``encoder.layer.0.attention.self.
 is the module ``encoder.layer.0.attention.self.query``.  Weights whose last name part holds
 ``embed`` (``word_embeddings``, ``embed_tokens``) or is ``wte`` / ``wpe`` are written as LoRA
 embedding adapters (``lora_embedding_A`` / ``lora_embedding_B``); every other matrix as a
-``Linear`` layer stored ``(out, in)`` (PyTorch's layout; GPT-2's ``Conv1D`` is not handled).
+``Linear`` layer stored ``(out, in)`` (PyTorch's layout), or, for the ``Conv1D`` layers of GPT-2
+and its relatives, stored ``(in, out)``: those are factored transposed and the configuration
+says ``fan_in_fan_out: true``.  Which layers are ``Conv1D`` is read from the model (an
+``nn.Module``) or from the ``model_type`` of the checkpoint's ``config.json``; a state_dict
+with GPT-2's module names (``c_attn``, ``c_fc``, ``c_proj``) and no ``config.json`` must say
+``fan_in_fan_out=`` (GPT-BigCode, say, uses ``Linear`` layers under the same names).
 NumPy and ``safetensors`` write the files; PyTorch is needed only by :func:`pissa_adapter` to copy
 the base checkpoint in its own precision.
 """
@@ -63,6 +68,7 @@ __all__ = [
     "Adapter",
     "GraloraChoice",
     "UnsupportedStructureError",
+    "conv1d_weights",
     "extract_adapter",
     "gralora_choice",
     "lora_config",
@@ -112,6 +118,75 @@ def is_embedding(name: str) -> bool:
     """
     last = module_of(name).rsplit(".", 1)[-1].lower()
     return "embed" in last or last in ("wte", "wpe")
+
+
+# Architectures of transformers whose projections are ``Conv1D`` (weights stored ``(in, out)``),
+# and the names of those modules.
+_CONV1D_MODEL_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
+_CONV1D_NAMES = frozenset({"c_attn", "q_attn", "c_fc", "c_proj"})
+
+
+def _leaf(name: str) -> str:
+    return module_of(name).rsplit(".", 1)[-1]
+
+
+def conv1d_weights(source: Any, names: Sequence[str], fan_in_fan_out: bool | None = None
+                   ) -> frozenset[str]:
+    """The weights among ``names`` stored ``(in, out)`` (``Conv1D``), to factor transposed.
+
+    ``fan_in_fan_out=True`` / ``False``: every non-embedding weight / none.  ``None`` (default):
+    read from the model when ``source`` is an ``nn.Module`` (its ``Conv1D`` layers), else from
+    the ``model_type`` in the ``config.json`` beside the checkpoint (GPT-2 and its relatives:
+    their ``c_attn``, ``q_attn``, ``c_fc`` and ``c_proj`` layers); names of that kind with
+    neither raise, since the same names are ``Linear`` layers in other architectures.
+
+    Examples
+    --------
+    >>> sorted(conv1d_weights({}, ["h.0.attn.c_attn.weight", "wte.weight"], True))
+    ['h.0.attn.c_attn.weight']
+    >>> sorted(conv1d_weights({}, ["encoder.fc.weight"]))
+    []
+    """
+    if fan_in_fan_out is not None:
+        if not isinstance(fan_in_fan_out, bool):
+            raise TypeError(f"fan_in_fan_out must be True, False or None; got {fan_in_fan_out!r}")
+        return frozenset(n for n in names if fan_in_fan_out and not is_embedding(n))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - sources are then paths or arrays
+        torch = None
+    if torch is not None and isinstance(source, torch.nn.Module):
+        conv = {f"{k}.weight" for k, mod in source.named_modules()
+                if type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")}
+        return frozenset(n for n in names if n in conv)
+    model_type = _model_type(source)
+    suspects = [n for n in names if _leaf(n) in _CONV1D_NAMES]
+    if model_type is None:
+        if suspects:
+            raise ValueError(
+                f"cannot tell whether {suspects[0]!r} is a Conv1D layer (GPT-2's, weights stored "
+                "(in, out)) or a Linear one (stored (out, in)): there is no config.json beside "
+                "the checkpoint; pass fan_in_fan_out=True (CLI: --fan-in-fan-out true) for "
+                "GPT-2-style Conv1D weights or fan_in_fan_out=False for Linear ones"
+            )
+        return frozenset()
+    return frozenset(suspects) if model_type in _CONV1D_MODEL_TYPES else frozenset()
+
+
+def _model_type(source: Any) -> str | None:
+    """``model_type`` of the ``config.json`` in (or beside) a checkpoint path, else None."""
+    if not isinstance(source, (str, Path)):
+        return None
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    config = folder / "config.json"
+    if not config.is_file() or config.stat().st_size > 1 << 20:
+        return None
+    try:
+        value = json.loads(config.read_text()).get("model_type")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 # -- what PEFT can hold --------------------------------------------------------------------------
@@ -482,10 +557,12 @@ def _write(path: Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -
 
 
 def _tensors_of(alloc: ModelAllocation, config: dict[str, Any], matrices: dict[str, Any],
-                dtype: Any) -> dict[str, np.ndarray]:
+                dtype: Any, conv1d: frozenset[str]) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     for ms, (_label, s) in zip(alloc.spectra, alloc.choices):
         W = matrices[ms.name].load()
+        if ms.name in conv1d:  # stored (in, out): PEFT's factors are those of Wᵀ
+            W = W.T
         if config["peft_type"] == "LORA":
             if s > 0:
                 tensors.update(_lora_tensors(ms.name, W, s, dtype))
@@ -516,6 +593,7 @@ def extract_adapter(
     dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
+    fan_in_fan_out: bool | None = None,
 ) -> Adapter:
     """Write the update ``finetuned − base``, approximated optimally, as a PEFT adapter.
 
@@ -542,6 +620,9 @@ def extract_adapter(
         Write into a non-empty `out`.
     progress : bool
         Progress bar while the spectra are computed.
+    fan_in_fan_out : bool, optional
+        Whether the weights are stored ``(in, out)`` (GPT-2's ``Conv1D``); default: read from
+        the model or its ``config.json`` (:func:`conv1d_weights`).
 
     Returns
     -------
@@ -577,9 +658,11 @@ def extract_adapter(
                          " there is no update to extract")
     for ms in spectra:
         module_of(ms.name)
+    conv1d = conv1d_weights(finetuned, [ms.name for ms in spectra], fan_in_fan_out)
     alloc, config = _plan(spectra, label, budget, lora_rank, objective)
+    config["fan_in_fan_out"] = bool(conv1d)
     matrices = {m.name: m for m in mm}
-    _write(path, config, _tensors_of(alloc, config, matrices, np.dtype(dtype)))
+    _write(path, config, _tensors_of(alloc, config, matrices, np.dtype(dtype), conv1d))
     return Adapter(path, config, alloc)
 
 
@@ -626,6 +709,7 @@ def pissa_adapter(
     pattern: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    fan_in_fan_out: bool | None = None,
 ) -> Adapter:
     """PiSSA-style SVD initialisation: the adapter holds the optimal structured approximation of
     every weight, ``OUT/base`` the residual base model, so outputs are unchanged.
@@ -643,7 +727,7 @@ def pissa_adapter(
         A ``.safetensors`` checkpoint (file, model directory or sharded index).
     out : path
         Directory to write (adapter files, and ``base/``).
-    budget, lora_rank, structure, objective, pattern, overwrite, progress
+    budget, lora_rank, structure, objective, pattern, overwrite, progress, fan_in_fan_out
         As in :func:`extract_adapter`.
 
     Returns
@@ -675,7 +759,10 @@ def pissa_adapter(
     spectra = [ms for ms in model_spectra(mm, labels, progress=progress) if ms.energy > 0]
     for ms in spectra:
         module_of(ms.name)
+    conv1d = conv1d_weights(source if folder is None else folder,
+                            [ms.name for ms in spectra], fan_in_fan_out)
     alloc, config = _plan(spectra, label, budget, lora_rank, objective)
+    config["fan_in_fan_out"] = bool(conv1d)
     matrices = {m.name: m for m in mm}
     adapter_tensors: dict[str, np.ndarray] = {}
     residual = dict(tensors)
@@ -683,6 +770,8 @@ def pissa_adapter(
         original = tensors[ms.name]
         dtype = np.float64 if original.dtype == torch.float64 else np.float32
         W = matrices[ms.name].load().astype(np.float64)
+        if ms.name in conv1d:  # stored (in, out): factor Wᵀ, PEFT's (out, in)
+            W = W.T
         if config["peft_type"] == "LORA":
             if s == 0:
                 continue
@@ -699,7 +788,10 @@ def pissa_adapter(
             part = _gralora_tensors(ms.name, W, k, config["r"] // k, np.float64)
             approx = _reconstruction(W, lab, s)
         adapter_tensors.update({key: v.astype(dtype) for key, v in part.items()})
-        residual[ms.name] = torch.from_numpy(W - approx).to(original.dtype).contiguous()
+        rest = W - approx
+        if ms.name in conv1d:
+            rest = rest.T
+        residual[ms.name] = torch.from_numpy(np.ascontiguousarray(rest)).to(original.dtype)
     _write(path, config, adapter_tensors)
     base_path = path / "base"
     base_path.mkdir(exist_ok=True)

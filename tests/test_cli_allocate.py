@@ -102,3 +102,24 @@ def test_bad_arguments_are_one_line(models, capsys):
     assert main(["allocate", str(models / "tuned"), "--budget", "10", "--structures", "grid",
                  "--no-progress"]) == 2
     assert "not allowed" in capsys.readouterr().err
+
+
+def test_extract_gpt2_names_without_a_config_ask_for_fan_in_fan_out(capsys, tmp_path):
+    pytest.importorskip("peft")
+    np = pytest.importorskip("numpy")
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    base = {"h.0.attn.c_proj.weight": rng.standard_normal((8, 8)).astype(np.float32)}
+    tuned = {k: v + np.outer(rng.standard_normal(8), rng.standard_normal(8)).astype(np.float32)
+             for k, v in base.items()}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    argv = ["extract", "--base", str(tmp_path / "base.safetensors"), "--finetuned",
+            str(tmp_path / "tuned.safetensors"), "--lora-rank", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--fan-in-fan-out true" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--out", str(tmp_path / "b"), "--fan-in-fan-out", "true"]) == 0
+    config = json.loads((tmp_path / "b" / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is True

@@ -263,3 +263,106 @@ def test_allocate_beats_uniform_and_convert_to_lora_energy_threshold(hf, checkpo
         print(f"threshold {threshold}: {used} parameters, total relative error: allocated "
               f"{alloc.total_error:.4f}, uniform rank {alloc.uniform_rank} "
               f"{alloc.uniform_error:.4f}, convert_to_lora {total:.4f}")
+
+
+# -- GPT-2: Conv1D layers, weights stored (in, out) --------------------------------------------
+
+GPT2_PERTURBED = ["h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight", "h.1.mlp.c_fc.weight",
+                  "h.1.mlp.c_proj.weight"]
+
+
+def tiny_gpt2(hf, seed=0):
+    torch, transformers, _ = hf
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100,
+                                     n_positions=16)
+    return transformers.GPT2Model(config).eval()
+
+
+@pytest.fixture(scope="module")
+def gpt2_checkpoints(hf, tmp_path_factory):
+    """GPT-2 base and 'fine-tuned' checkpoints; the updates are not symmetric, so a transposed
+    factorisation would be caught on the square c_proj layers too."""
+    torch, _, _ = hf
+    root = tmp_path_factory.mktemp("gpt2")
+    model = tiny_gpt2(hf)
+    model.save_pretrained(root / "base")
+    base = {k: v.detach().double().numpy().copy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(1)
+    delta = {}
+    with torch.no_grad():
+        state = model.state_dict()
+        for name in GPT2_PERTURBED:
+            m, n = state[name].shape
+            d = (rng.standard_normal((m, 3)) @ rng.standard_normal((3, n)) * 0.05
+                 + rng.standard_normal((m, n)) * 1e-3).astype(np.float32)
+            state[name] += torch.from_numpy(d)
+            delta[name] = state[name].double().numpy() - base[name]
+    model.save_pretrained(root / "tuned")
+    return root, base, delta
+
+
+def _gpt2_adapted(hf, base_dir, adapter_dir):
+    _, transformers, peft = hf
+    model = transformers.GPT2Model.from_pretrained(base_dir).eval()
+    return peft.PeftModel.from_pretrained(model, adapter_dir).eval()
+
+
+@pytest.mark.parametrize("structure", ["global", "grid:2"])
+def test_gpt2_conv1d_adapter_merges_to_base_plus_reconstruction(hf, gpt2_checkpoints, tmp_path,
+                                                                structure):
+    root, base, delta = gpt2_checkpoints
+    adapter = extract_adapter(root / "tuned", root / "base", tmp_path / "a", lora_rank=2,
+                              structure=structure, progress=False)
+    assert adapter.config["fan_in_fan_out"] is True  # read from config.json (model_type gpt2)
+    ranks = dict(zip((ms.name for ms in adapter.allocation.spectra),
+                     (s for _, s in adapter.allocation.choices)))
+    peft_model = _gpt2_adapted(hf, root / "base", tmp_path / "a")
+    modules = dict(peft_model.base_model.model.named_modules())
+    merged = peft_model.merge_and_unload().state_dict()
+    for name in GPT2_PERTURBED:
+        s = ranks[name]
+        unit = Global(s) if structure == "global" else BlockGrid(2, rank=s)
+        # the reference: the optimal approximation of the update in the weight's own layout
+        recon = np.asarray(approximate(delta[name], unit).reconstruct())
+        assert np.sum((delta[name] - recon) ** 2) < np.sum(delta[name] ** 2)
+        np.testing.assert_allclose(merged[name].double().numpy(), base[name] + recon, atol=1e-5,
+                                   rtol=0)
+    if structure == "global":
+        got = modules["h.0.attn.c_proj"]  # square: a transposed adapter would load silently
+        assert got.fan_in_fan_out
+
+
+def test_gpt2_pissa_from_the_module_keeps_the_outputs(hf, gpt2_checkpoints, tmp_path):
+    torch, transformers, _ = hf
+    root, _, _ = gpt2_checkpoints
+    original = transformers.GPT2Model.from_pretrained(root / "tuned").eval()
+    adapter = pissa_adapter(original, tmp_path / "p", lora_rank=2, pattern="h.*.weight",
+                            progress=False)
+    assert adapter.config["fan_in_fan_out"] is True  # from the module's Conv1D layers
+    (tmp_path / "p" / "base" / "config.json").write_text(
+        (root / "tuned" / "config.json").read_text())
+    peft_model = _gpt2_adapted(hf, adapter.base_path, tmp_path / "p")
+    x = torch.randint(0, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = original(x).last_hidden_state
+        got = peft_model(x).last_hidden_state
+        with peft_model.disable_adapter():
+            residual_only = peft_model(x).last_hidden_state
+    assert torch.max(torch.abs(got - want)) <= 1e-5
+    assert torch.max(torch.abs(residual_only - want)) > 1e-2
+
+
+def test_gpt2_names_without_a_config_must_say_fan_in_fan_out(hf, gpt2_checkpoints, tmp_path):
+    _, base, delta = gpt2_checkpoints
+    tuned = {n: base[n] + delta.get(n, 0.0) for n in GPT2_PERTURBED}
+    plain = {n: base[n] for n in GPT2_PERTURBED}
+    with pytest.raises(ValueError, match="fan_in_fan_out=True"):
+        extract_adapter(tuned, plain, tmp_path / "a", lora_rank=1, progress=False)
+    assert not (tmp_path / "a").exists()
+    adapter = extract_adapter(tuned, plain, tmp_path / "b", lora_rank=1, fan_in_fan_out=True,
+                              progress=False)
+    assert adapter.config["fan_in_fan_out"] is True
+    linear = extract_adapter(tuned, plain, tmp_path / "c", lora_rank=1, fan_in_fan_out=False,
+                             progress=False)
+    assert linear.config["fan_in_fan_out"] is False

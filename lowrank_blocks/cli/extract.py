@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
                         help="the adapter directory to write")
     parser.add_argument("--force", action="store_true",
                         help="write into ADAPTER_DIR even if it is not empty")
+    parser.add_argument("--fan-in-fan-out", choices=("auto", "true", "false"), default="auto",
+                        help="weights stored (in, out), GPT-2's Conv1D: 'auto' (default) reads "
+                             "the checkpoint's config.json")
     c.add_progress(parser)
     c.add_format(parser)
     parser.set_defaults(handler=run)
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         args.finetuned, args.base, args.out, args.budget, lora_rank=args.lora_rank,
         structure=args.structure, objective=args.objective, pattern=args.pattern,
         overwrite=args.force, progress=c.show_progress(args),
+        fan_in_fan_out={"auto": None, "true": True, "false": False}[args.fan_in_fan_out],
     )
     frame = adapter.to_frame()
     if args.csv:
