@@ -9,7 +9,10 @@ family needs to reach given target errors.  One row per matrix, as WeightWatcher
 ``analyze()`` gives one row per layer; a summary weights the matrices by their size.
 
 Each matrix is validated once and its blocks' spectra are computed once and shared by every
-family, the uniform and optimal allocations and the target budgets.
+family, the uniform and optimal allocations and the target budgets.  The numerical and stable
+ranks come from the same spectra: the certified Gram eigenvalues of the whole matrix where
+their error bound decides them, an SVD only where a value lies too close to the threshold
+(a rank-deficient matrix), so a full-rank float64 matrix is never decomposed twice.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pandas as pd
 from ._validate import as_int
 from .budgets import check_budget
 from .search import default_grids, error_surface, error_vs_budget
-from .spectra import prepare
+from .spectra import DEFAULT_TOL, PATH_GRAM, BlockSpectra, PreparedMatrix, prepare, spectra_of
 from .structures import STRUCTURE_TYPES, Structure, structure_types
 
 __all__ = ["LayerAnalysis", "analyze_layers"]
@@ -163,7 +166,10 @@ class LayerAnalysis:
     def to_frame(self) -> pd.DataFrame:
         """One row per matrix.
 
-        Columns: ``name, rows, cols, n_params, budget, numerical_rank, stable_rank``; per
+        Columns: ``name, rows, cols, n_params, budget, numerical_rank, stable_rank`` (the
+        number of ``σ_i > max(m, n) eps σ_1``, ``eps`` of the storage precision, and
+        ``‖W‖_F² / σ_1²``: the SVD's answers, taken from certified Gram eigenvalues where
+        their bound decides them, the stable rank then to a relative ``1e-6``); per
         family ``error_<family>`` (best grid, uniform ranks) and ``structure_<family>``,
         ``error_<family>_optimal`` (exactly optimal per-block ranks, rank integers charged);
         ``best`` (the winning family over both allocations), ``best_structure``,
@@ -248,6 +254,127 @@ def _ranks(spec_sq: np.ndarray, scale: float) -> tuple[int, float]:
     return int(np.sum(sq > top * scale**2)), float(sq.sum() / top)
 
 
+#: The stable rank is taken from Gram eigenvalues when its bound is within this relative error
+#: (the tolerance every error of ``method='auto'`` is certified to); else from the SVD.
+STABLE_RANK_RTOL = DEFAULT_TOL
+
+# Relative rounding allowed for every float64 operation of _certified_ranks (a few per bound).
+_SLACK = 2.0**-49
+
+
+def _certified_ranks(
+    values: np.ndarray, delta: float, energy: float, scale: float, shape: tuple[int, int],
+    u: float,
+) -> tuple[int, float] | None:
+    """:func:`_ranks` from Gram eigenvalues, where their error bound decides it; else ``None``.
+
+    Each computed ``λ̂_i`` (descending, clipped at 0) is within ``δ = a + c`` of ``σ_i²``
+    (``lowrank_blocks._gram``: ``‖E‖₂ ≤ ‖E‖_F ≤ a`` for forming the Gram matrix and
+    ``‖F‖₂ ≤ c`` for the eigensolver, so by Weyl's inequality every eigenvalue moves by at most
+    ``a + c``; clipping at 0 only moves it toward ``σ_i² ≥ 0``).  The count of :func:`_ranks`
+    is the one the SVD gives, whose own values carry ``|σ̂_i − σ_i| ≤ ε = k u σ_1`` (backward
+    stable, the same ``p(k) = k`` as ``_gram``'s bound); so every ``σ_i²`` *and* every
+    ``σ̂_i²`` lies in ``[lo_i, hi_i]`` with ``lo_i = (√(λ̂_i − δ) − ε)²``,
+    ``hi_i = (√(λ̂_i + δ) + ε)²``, and the threshold ``σ_1² scale²`` (true or computed) in
+    ``[lo_1 scale², hi_1 scale²]``.  The count is certified when no interval straddles the
+    threshold's: every value is either above its highest or at most its lowest.  The stable
+    rank ``‖W‖_F² / σ_1²`` (``energy`` the direct sum of squares, within ``γ_{mn}`` of
+    ``‖W‖_F²``, which is within ``Σ ε (2σ_i + ε) ≤ 3 k^{3/2} u ‖W‖_F²`` of the SVD's
+    ``Σ σ̂_i²``) is certified when ``σ_1²``'s interval gives it within
+    :data:`STABLE_RANK_RTOL`.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (k,)
+        Gram eigenvalues ``λ̂``, descending, clipped at 0 (``BlockSpectra.sq`` of the block).
+    delta : float
+        Bound on ``|λ̂_i − σ_i²|``, ``a + c`` of the block (``BlockSpectra.bound_a``,
+        ``bound_c``), in the units of ``values``.
+    energy : float
+        ``‖W‖_F²`` in the same units (summed directly).
+    scale : float
+        ``max(m, n) eps``: the threshold of :func:`_ranks` is ``σ_1² scale²``.
+    shape : (int, int)
+        ``(m, n)`` of the matrix.
+    u : float
+        Unit roundoff of the SVD the result must agree with (of the data's dtype).
+
+    Returns
+    -------
+    (int, float) or None
+        ``(numerical rank, stable rank)``, or ``None`` where the bound leaves either open.
+
+    Examples
+    --------
+    >>> _certified_ranks(np.array([4.0, 1.0, 0.25]), 1e-9, 5.25, 0.1, (3, 3), 2.0**-53)
+    (3, 1.3125)
+    >>> _certified_ranks(np.array([4.0, 1.0, 0.01]), 1e-9, 5.01, 0.1, (3, 3), 2.0**-53)
+    (2, 1.2525)
+    >>> _certified_ranks(np.array([4.0, 1.0, 0.04]), 1e-9, 5.04, 0.1, (3, 3), 2.0**-53) is None
+    True
+    """
+    values = np.asarray(values, dtype=np.float64)
+    m, n = shape
+    k = min(m, n)
+    if values.size == 0 or not (delta >= 0 and math.isfinite(delta)):
+        return None
+    down, up = 1.0 - _SLACK, 1.0 + _SLACK
+    top_hi = math.sqrt(float(values[0]) + delta) * up
+    eps_svd = k * u * top_hi * up  # ε ≥ k u σ_1, σ_1 ≤ √(λ̂_1 + δ)
+    root_lo = np.sqrt(np.maximum(values - delta, 0.0)) * down - eps_svd
+    lo = np.where(root_lo > 0, root_lo, 0.0) ** 2 * down
+    hi = ((np.sqrt(values + delta) * up + eps_svd) ** 2) * up
+    if lo[0] <= 0:  # σ_1 itself is not resolved (a zero or underflowing matrix)
+        return None
+    s2 = scale * scale
+    threshold_lo = lo[0] * s2 * down * down
+    threshold_hi = hi[0] * s2 * up * up
+    above = lo > threshold_hi
+    below = hi <= threshold_lo
+    if not np.all(above | below):
+        return None
+    energy_rounding = _gamma(m * n, 2.0**-53) + 3 * k**1.5 * u
+    if (hi[0] - lo[0]) / lo[0] + energy_rounding > STABLE_RANK_RTOL:
+        return None
+    return int(np.count_nonzero(above)), float(energy / values[0])
+
+
+def _gamma(n: int, u: float) -> float:
+    return n * u / (1 - n * u) if n * u < 1 else math.inf
+
+
+def _global_ranks(prep: PreparedMatrix, scale: float) -> tuple[int, float]:
+    """Numerical and stable rank of a prepared matrix (:func:`_ranks`'s definitions).
+
+    From the ``1 × 1`` spectra of ``method='auto'``: where they are Gram eigenvalues
+    (``BlockSpectra.paths``), the ranks are taken from them where their bound certifies them
+    (:func:`_certified_ranks`), so no SVD of the matrix is computed; else, and wherever a value
+    lies too close to the threshold, from the SVD.  The ``1 × 1`` spectra are usually already
+    computed by the surface (the global structure) and are reused; ``max_rank=1`` accepts any
+    certified ones and certifies the least when none are held (the ranks need only the
+    per-value bound, not the tails' certification).
+    """
+    glob = spectra_of(prep, (1, 1), method="auto", max_rank=1)
+    if _is_gram(glob):
+        shape = prep.shape
+        dtype = np.dtype(str(prep.dtype).split(".")[-1])
+        u = float(np.finfo(dtype).eps) / 2
+        delta = float(glob.bound_a[0]) + float(glob.bound_c[0])  # type: ignore[index]
+        known = int(glob.known[0])
+        certified = _certified_ranks(glob.sq[0, :known], delta, float(glob.held_energies[0]),
+                                     scale, shape, u)
+        if certified is not None:
+            return certified
+        glob = prep.spectra((1, 1))  # the SVD: a value too close to the threshold
+    return _ranks(glob.sq[0], scale)
+
+
+def _is_gram(spec: BlockSpectra) -> bool:
+    """Whether the one block of ``1 × 1`` spectra holds Gram eigenvalues (with bounds)."""
+    return (spec.paths is not None and spec.bound_a is not None and spec.bound_c is not None
+            and int(np.asarray(spec.paths).reshape(-1)[0]) == PATH_GRAM)
+
+
 def _analyze_one(
     name: str,
     W: Any,
@@ -288,11 +415,10 @@ def _analyze_one(
             best = needed[s.family].get(t)
             if err <= t and (best is None or n_params < best):
                 needed[s.family][t] = n_params
-    glob = prep.spectra((1, 1))
     # The numerical rank uses the precision the matrix was stored in (a float32 checkpoint read
     # as float64 is still float32 data).
     eps = max(np.finfo(np.dtype(str(prep.dtype).split(".")[-1])).eps, _storage_eps(storage))
-    numerical, stable = _ranks(glob.sq[0], max(shape) * eps)
+    numerical, stable = _global_ranks(prep, max(shape) * eps)
     return LayerResult(name, shape, budget, numerical, stable, uniform, optimal, needed,
                        _best(options))
 

@@ -15,9 +15,17 @@ computed **block by block**:
 * as many blocks are decomposed at once as there are cores and room for them under the memory
   limit (``lowrank_blocks._limits.memory_limit``: ``max_bytes=``, the environment variable
   ``LOWRANK_BLOCKS_MAX_BYTES``, or the memory available);
-* blocks are decomposed exactly (``method='auto'``, the default of the searches, is computed as
-  ``'exact'`` here), which needs about twice a block's bytes (the block and LAPACK's copy) and
-  up to 8 MiB of temporaries;
+* ``method='auto'`` (the default of the searches) takes the certified Gram path of
+  :mod:`lowrank_blocks.spectra` for the blocks it decomposes in memory: the same
+  ``lowrank_blocks._gram`` eigenvalues and bound, each block certified with its share of the
+  whole matrix's energy (the grid's energies are summed in stripes first), the same ``tol`` and
+  ``max_rank``, the same SVD fallback per block; so the spectra, their ``paths``,
+  ``bound_a``/``bound_c`` and ``tol``, and the errors and :meth:`BlockSpectra.error_bounds` are
+  those of the matrix in memory.  Under the memory limit it counts the block, the ``k × k`` Gram
+  matrix, LAPACK's copy and workspace before any is allocated; a block whose Gram path does not
+  fit but whose SVD does is decomposed by SVD;
+* ``method='exact'`` decomposes blocks by SVD, which needs about twice a block's bytes (the
+  block and LAPACK's copy) and up to 8 MiB of temporaries;
 * a structure whose blocks do not fit (the global one, the ``1 × 1`` grid of a matrix larger
   than memory, first of all) gets **randomized** spectra instead: its
   ``max_rank`` leading singular values by ``dask.array.linalg.svd_compressed`` on chunks
@@ -28,9 +36,9 @@ computed **block by block**:
   the matrix's ``randomized`` attribute (:class:`LargeMatrix`) keeps the reasons.
 
 The energies a structure leaves out (the off-diagonal blocks of a diagonal one) are summed in
-stripes, never as differences.  Results equal those of the same matrix in memory with
-``method='exact'``: the same LAPACK routines on the same blocks, scaled by the same power of
-two.
+stripes, never as differences.  Results equal those of the same matrix in memory with the same
+method (``'exact'`` or ``'auto'``): the same LAPACK routines on the same blocks, scaled by the
+same power of two.
 
 Exact spectra of blocks that fit need nothing beyond NumPy (a memory-mapped ``.npy`` works
 without Dask); Zarr and ``dask.array`` inputs, and randomized spectra of blocks that do not fit,
@@ -52,6 +60,13 @@ Examples
 True
 >>> surf.method
 'exact'
+>>> np.save(path, np.random.default_rng(0).standard_normal((256, 192)))
+>>> auto = error_surface(np.load(path, mmap_mode="r"), grids=[2])   # certified Gram values
+>>> in_memory = error_surface(np.load(path), grids=[2])
+>>> auto.method, in_memory.method
+('auto', 'auto')
+>>> float(np.abs(auto.to_frame()["error"] - in_memory.to_frame()["error"]).max()) < 1e-15
+True
 """
 
 from __future__ import annotations
@@ -63,18 +78,28 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import _gram
 from ._limits import check_bytes, format_bytes, memory_limit
 from ._validate import as_int, check_random_state
+from .linalg import block_groups
 from .partition import Partition
 from .spectra import (
+    _EXTREME_HIGH,
+    _EXTREME_LOW,
+    DEFAULT_TOL,
+    PATH_GRAM,
+    PATH_RANDOMIZED,
+    PATH_SVD,
     BlockSpectra,
     PreparedMatrix,
     Sampling,
     check_method,
+    check_tol,
     prepare,
     split_energies,
 )
@@ -89,6 +114,9 @@ randomized method's own vectors would not fit)."""
 # LAPACK's copy of it), plus float64 temporaries for its energy, computed in bounded chunks.
 _EXACT_COPIES = 2
 _ENERGY_TEMPORARIES = 8 * 1024**2
+# _svd_of_items (PreparedMatrix) stacks the blocks of a group that fall back from the Gram path
+# in copies of at most this many entries (or one block).
+_FALLBACK_STACK_ENTRIES = 1 << 22
 # The randomized method holds about this many (m + n) × (k + oversampling) arrays at a time
 # (the test matrix, the sampled range, its QR factors, U and V).
 _RANDOMIZED_VECTORS = 4
@@ -174,6 +202,28 @@ def _pieces(sizes: Sequence[int], longest: int) -> tuple[tuple[int, ...], list[i
         chunks.extend(base + (1 if k < extra else 0) for k in range(count))
         starts.append(len(chunks))
     return tuple(chunks), starts
+
+
+@dataclass(frozen=True)
+class _Result:
+    """One block's spectra, in the units of ``W / scale`` of the whole matrix.
+
+    ``values``: ``σ²`` held (descending); ``count``: how many; ``residual``: energy outside
+    them (randomized); ``energy``: ``‖B‖_F²``; ``how``: the method string of the block
+    (``'exact'``, ``'auto'`` or ``'randomized'``); ``a``, ``c``: the Gram-path bound
+    coefficients (0 for an SVD); ``path``: ``BlockSpectra.paths``' code; ``tol``: the
+    tolerance a Gram-path block was certified to.
+    """
+
+    values: np.ndarray
+    count: int
+    residual: float
+    energy: float
+    how: str
+    a: float = 0.0
+    c: float = 0.0
+    path: int = PATH_SVD
+    tol: float | None = None
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -291,6 +341,10 @@ class LargeMatrix(PreparedMatrix):
         As given to :func:`open_large`.
     """
 
+    #: Methods :meth:`spectra` computes itself (read by ``spectra.spectra_of``, which then
+    #: passes ``'auto'``, ``tol`` and ``max_rank`` through).
+    spectra_methods = ("auto", "exact", "randomized")
+
     def __init__(self, source: Any, kind: str, name: str, dtype: np.dtype, scale: float,
                  max_bytes: int | None, max_rank: int | None, oversampling: int, n_iter: int,
                  seed: int) -> None:
@@ -306,6 +360,9 @@ class LargeMatrix(PreparedMatrix):
         self.randomized: dict[str, str] = {}
         self._lock = threading.RLock()
         self._cache: dict[tuple[int, int], BlockSpectra] = {}
+        # method='auto' spectra that hold Gram values: grid -> (tol, max_rank, spectra), as
+        # PreparedMatrix keeps them.
+        self._certified: dict[tuple[int, int], tuple[float, int | None, BlockSpectra]] = {}
         self._grid_energy: dict[tuple[int, int], np.ndarray] = {}
         self._aligned: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
 
@@ -415,20 +472,24 @@ class LargeMatrix(PreparedMatrix):
         oversampling: int = 10,
         n_iter: int = 4,
         random_state: int | np.random.Generator | None = None,
-        tol: float | None = None,
+        tol: float = DEFAULT_TOL,
         max_bytes: int | None = None,
     ) -> BlockSpectra:
         """Spectra of ``blocks`` (default: all) of the partition into ``grid``, block by block.
 
-        As :meth:`lowrank_blocks.PreparedMatrix.spectra`, with ``'auto'`` computed as
-        ``'exact'`` (``tol`` and ``max_bytes`` are not used: the memory limit is the
-        matrix's own, see :func:`open_large`).  Blocks whose exact spectra do not fit in memory
-        get randomized ones (see the module's description), and the result's ``method`` is
-        then ``'randomized'``.
+        As :meth:`lowrank_blocks.PreparedMatrix.spectra`, with the same methods: ``'auto'``
+        takes the certified Gram path for the blocks it decomposes in memory, with the same
+        ``tol`` and ``max_rank`` semantics, the same certification (each block's share of
+        ``‖W‖²`` from the energies of the whole grid, summed in stripes) and the same SVD
+        fallback per block, so its values, ``paths``, ``bound_a``/``bound_c`` and ``tol``
+        are those of the matrix in memory (:meth:`BlockSpectra.error_bounds` works).
+        ``max_bytes`` is not used: the memory limit is the matrix's own (see
+        :func:`open_large`).  A block whose Gram path does not fit under it but whose SVD
+        does is decomposed by SVD; blocks whose exact spectra do not fit in memory get
+        randomized ones (see the module's description), and the result's ``method`` is then
+        ``'randomized'``.
         """
         method = check_method(method)
-        if method == "auto":
-            method = "exact"
         oversampling = as_int(oversampling, "oversampling", minimum=0)
         n_iter = as_int(n_iter, "n_iter", minimum=0)
         rng = check_random_state(random_state)
@@ -446,13 +507,29 @@ class LargeMatrix(PreparedMatrix):
                 )
         whole = len(blocks) == p * q and blocks == tuple(sorted(blocks))
         with self._lock:
-            if method == "exact":
+            if method in ("exact", "auto"):
                 cached = self._cache.get(part.grid)
                 if cached is not None:
                     return cached if whole else cached.restrict(blocks)
+            if method == "exact":
                 spec = self._compute_blocks(part, blocks, None)
                 if whole:  # exact, or randomized where the blocks do not fit (drawn once)
                     self._cache[part.grid] = spec
+                return spec
+            if method == "auto":
+                tol = check_tol(tol)
+                top = None if max_rank is None else as_int(max_rank, "max_rank", minimum=1)
+                hit = self._certified.get(part.grid)
+                if hit is not None and hit[0] <= tol and (
+                    hit[1] is None or (top is not None and hit[1] >= top)
+                ):
+                    return hit[2] if whole else hit[2].restrict(blocks)
+                spec = self._compute_blocks(part, blocks, None, auto=(tol, top))
+                if whole:
+                    if spec.paths is not None and bool(np.any(spec.paths == PATH_GRAM)):
+                        self._certified[part.grid] = (tol, top, spec)
+                    else:  # every block by SVD (or randomized where none fits): as 'exact'
+                        self._cache[part.grid] = spec
                 return spec
             if max_rank is None:
                 raise ValueError("method='randomized' needs max_rank (the largest rank wanted)")
@@ -474,29 +551,96 @@ class LargeMatrix(PreparedMatrix):
         room = limit // 2 // (8 * _RANDOMIZED_VECTORS * (mb + nb)) - self.oversampling
         return max(1, min(want, room))
 
+    def _gram_bytes(self, mb: int, nb: int, g: int) -> int:
+        """Memory the certified Gram path of ``g`` blocks of ``mb × nb`` held in memory takes
+        besides the blocks themselves.
+
+        ``PreparedMatrix._certified_group`` checks, for the blocks it decomposes at once (one
+        per core), a LAPACK copy of the block, the ``k × k`` Gram matrix and ``40 (m_b + n_b)``
+        entries of workspace each (the Gram matrices are released before any block falls back
+        to the SVD, so this bounds both); a fallback of some blocks of a group
+        (``_svd_of_items``) first stacks copies of them, at most ``2²²`` entries (or one block)
+        at a time, and NumPy's SVD copies chunks of up to ``2¹⁹`` entries per core; plus
+        ``64 (m_b + n_b)`` bytes of float64 vectors per block (eigenvalues, the bounds of the
+        certification).
+        """
+        itemsize = self._dtype.itemsize
+        entries, k = mb * nb, min(mb, nb)
+        at_once = min(g, os.cpu_count() or 1)
+        counted = at_once * (entries + k * k + 40 * (mb + nb)) * itemsize
+        stacked = 0 if g == 1 else (min(g * entries, max(entries, _FALLBACK_STACK_ENTRIES))
+                                    * itemsize + at_once * 8 * (1 << 19))
+        return counted + stacked + g * 64 * (mb + nb)
+
+    def _auto_bytes(self, mb: int, nb: int) -> int:
+        """Memory ``method='auto'`` takes for one ``mb × nb`` block read on its own: the block
+        and :meth:`_gram_bytes` (no energy: the grid's energies are summed beforehand)."""
+        return mb * nb * self._dtype.itemsize + self._gram_bytes(mb, nb, 1)
+
+    def _auto_stripe_bytes(self, part: Partition) -> int:
+        """Memory of ``method='auto'`` on the largest row stripe of a grid: the stripe and
+        :meth:`_gram_bytes` of its blocks (of the largest shape, all ``q`` of them)."""
+        mb, nb = max(part.row_sizes), max(part.col_sizes)
+        return mb * self.shape[1] * self._dtype.itemsize + self._gram_bytes(mb, nb, part.grid[1])
+
     def _compute_blocks(self, part: Partition, blocks: tuple[tuple[int, int], ...],
-                        sampling: Sampling | None) -> BlockSpectra:
+                        sampling: Sampling | None,
+                        auto: tuple[float, int | None] | None = None) -> BlockSpectra:
         limit = self.limit
         n_blocks = len(blocks)
         shapes = [part.block_shape(i, j) for i, j in blocks]
         fits = [self._exact_bytes(mb, nb) <= limit for mb, nb in shapes]
+        certified = None
+        if auto is not None:
+            # What the certification of PreparedMatrix._compute uses: every block's share of
+            # the energy held and ‖W‖², from the grid's energies (summed in stripes, before
+            # any block is decomposed).
+            held, outside = self.energies(part.grid, blocks)
+            energy_held = held.sum(axis=-1, keepdims=True)
+            total = energy_held + np.asarray(outside)[..., None]
+            weights = np.divide(held, energy_held, out=np.zeros_like(held),
+                                where=energy_held > 0)
+            certified = (held, weights, total, auto)
+            gram_fits = [self._auto_bytes(mb, nb) <= limit for mb, nb in shapes]
+            fits = [a or b for a, b in zip(fits, gram_fits)]
         results: list[Any] = [None] * n_blocks
         if self.kind == "dask":
             self._grid_aligned(part)  # rechunked once, before any thread reads a block
         p, q = part.grid
         whole = n_blocks == p * q and all(fits)
-        if whole and sampling is None and self._stripe_bytes(part) <= limit:
+        if whole and sampling is None and certified is not None and \
+                self._auto_stripe_bytes(part) <= limit:
+            # A whole grid whose row stripes fit: one stripe at a time, its blocks certified
+            # together (the batched, threaded Gram path), read once.
+            inner = self._gram_bytes(max(part.row_sizes), max(part.col_sizes), q)
+            for i in range(p):
+                results[i * q:(i + 1) * q] = self._auto_stripe(part, i, certified, inner)
+            return self._assemble(part, blocks, results, None, certified)
+        if whole and sampling is None and certified is None and \
+                self._stripe_bytes(part) <= limit:
             # A whole grid whose row stripes fit: one stripe at a time, its blocks decomposed
             # together (the toolkit's batched, threaded path), read once.
             for i in range(p):
                 results[i * q:(i + 1) * q] = self._stripe(part, i)
             return self._assemble(part, blocks, results, None)
-        # Blocks that fit: as many at once as there are cores and room for.
+        # Blocks that fit: as many at once as there are cores and room for.  With 'auto',
+        # the certified Gram path where it fits, else the SVD.
         inside = [k for k in range(n_blocks) if fits[k]]
         if inside:
-            need = max(self._exact_bytes(*shapes[k]) for k in inside)
+            gram = [k for k in inside if certified is not None and gram_fits[k]]
+            need = max(self._auto_bytes(*shapes[k]) if k in gram else
+                       self._exact_bytes(*shapes[k]) for k in inside)
             workers = max(1, min(os.cpu_count() or 1, len(inside), limit // need))
-            task = self._in_memory_task(part, blocks, sampling)
+            exact_task = self._in_memory_task(part, blocks, sampling)
+            if gram:
+                inner = max(self._gram_bytes(*shapes[k], 1) for k in gram)
+                gram_task = self._auto_task(part, blocks, certified, inner)  # type: ignore[arg-type]
+                chosen = set(gram)
+
+                def task(k: int) -> _Result:
+                    return gram_task(k) if k in chosen else exact_task(k)
+            else:
+                task = exact_task
             if workers == 1:
                 for k in inside:
                     results[k] = task(k)
@@ -508,10 +652,10 @@ class LargeMatrix(PreparedMatrix):
                     for k, out in zip(inside, pool.map(task, inside)):
                         results[k] = out
         # Blocks that do not fit: randomized, out of core, one at a time.
-        outside = [k for k in range(n_blocks) if not fits[k]]
+        outside_blocks = [k for k in range(n_blocks) if not fits[k]]
         used = sampling
-        if outside:
-            mb, nb = shapes[outside[0]]
+        if outside_blocks:
+            mb, nb = shapes[outside_blocks[0]]
             if sampling is None:
                 rank = self._fallback_rank(mb, nb, limit)
                 used = Sampling(self.seed, rank, self.oversampling, self.n_iter)
@@ -527,9 +671,9 @@ class LargeMatrix(PreparedMatrix):
             if sampling is None:
                 self.randomized[label] = reason
                 warnings.warn(f"{self.name}: {reason}", UserWarning, stacklevel=2)
-            for k in outside:
+            for k in outside_blocks:
                 results[k] = self._compressed(part, blocks[k], used, limit)
-        return self._assemble(part, blocks, results, used)
+        return self._assemble(part, blocks, results, used, certified)
 
     def _stripe_bytes(self, part: Partition) -> int:
         """Memory of the exact spectra of the largest row stripe of a grid: the stripe, and
@@ -538,21 +682,97 @@ class LargeMatrix(PreparedMatrix):
         return (self._exact_bytes(mb, self.shape[1])
                 + (os.cpu_count() or 1) * mb * nb * self._dtype.itemsize)
 
-    def _stripe(self, part: Partition, i: int) -> list[tuple[Any, ...]]:
+    def _read_stripe(self, part: Partition, i: int) -> np.ndarray:
+        """Row stripe ``i`` of a grid, as a new array in the compute dtype."""
+        if self.kind == "dask":
+            return np.array(self._grid_aligned(part).blocks[i].compute(scheduler="sync"),
+                            dtype=self._dtype, copy=True)
+        return self._read(slice(part.row_offsets[i], part.row_offsets[i + 1]), slice(None))
+
+    def _stripe(self, part: Partition, i: int) -> list[_Result]:
         """Exact spectra of the blocks of row stripe ``i`` of a grid."""
         q = part.grid[1]
         rows = slice(part.row_offsets[i], part.row_offsets[i + 1])
-        if self.kind == "dask":
-            stripe = np.array(self._grid_aligned(part).blocks[i].compute(scheduler="sync"),
-                              dtype=self._dtype, copy=True)
-        else:
-            stripe = self._read(rows, slice(None))
+        stripe = self._read_stripe(part, i)
         spec = prepare(stripe, name=f"{self.name} rows {rows.start}:{rows.stop}").spectra((1, q))
         del stripe
-        ratio2 = (float(spec.scale) / self.scale) ** 2  # a power of two: exact
-        return [(spec.sq[j, : int(spec.known[j])] * ratio2, int(spec.known[j]),
-                 float(spec.residual[j]) * ratio2, float(spec.held_energies[j]) * ratio2,
-                 spec.method) for j in range(q)]
+        return [_from_spectra(spec, j, self.scale) for j in range(q)]
+
+    def _local(self, X: np.ndarray) -> PreparedMatrix:
+        """A region read (a new array, ours) as a :class:`PreparedMatrix` in the units of the
+        whole matrix, ``W / scale``: what :func:`~lowrank_blocks.prepare` of the whole matrix
+        decomposes (the data as read, or divided by the scale in place where its magnitude
+        is extreme), so its values are those of the in-memory path."""
+        import array_api_compat
+
+        xp = array_api_compat.array_namespace(X)  # prepare's namespace for a NumPy array
+        if _EXTREME_LOW <= self.scale <= _EXTREME_HIGH:
+            return PreparedMatrix(X, xp, self.scale, None)
+        X /= self.scale  # a power of two: exact, as prepare's copy
+        return PreparedMatrix(X, xp, self.scale, None, divisor=self.scale)
+
+    def _auto_group(self, local: PreparedMatrix, part: Partition,
+                    blocks: tuple[tuple[int, int], ...], positions: Sequence[int],
+                    certified: tuple[np.ndarray, np.ndarray, np.ndarray, Any],
+                    inner_bytes: int) -> list[_Result]:
+        """``method='auto'`` values of ``blocks`` of a region held in memory (``local`` on its
+        own partition ``part``), ``positions`` their places in the whole request.
+
+        Blocks of one shape together: ``PreparedMatrix._certified_group`` (Gram values,
+        certified with the whole matrix's weights and ``‖W‖²``, else SVD) where the smaller
+        side is at least ``_gram.GRAM_MIN_SIDE``, as in memory; else the SVD.
+        """
+        held, weights, total, auto = certified
+        n_blocks = len(held)
+        out: list[_Result] = [None] * len(blocks)  # type: ignore[list-item]
+        for (mb, nb), members in block_groups(part, blocks).items():
+            group = [blocks[k] for k in members]
+            where = np.asarray([positions[k] for k in members])
+            if min(mb, nb) >= _gram.GRAM_MIN_SIDE:
+                values, a, c, paths = local._certified_group(
+                    part, group, held[where], weights[where], total, auto, inner_bytes,
+                    n_blocks)
+            else:
+                values = local._svd_of_items(part, group, np.ones(len(group), dtype=bool),
+                                             inner_bytes)
+                a = c = np.zeros(len(group))
+                paths = np.full(len(group), PATH_SVD)
+            for r, k in enumerate(members):
+                gram = int(paths[r]) == PATH_GRAM
+                out[k] = _Result(values[r], int(values.shape[-1]), 0.0,
+                                 float(held[positions[k]]), "auto" if gram else "exact",
+                                 float(a[r]), float(c[r]), int(paths[r]),
+                                 auto[0] if gram else None)
+        return out
+
+    def _auto_stripe(self, part: Partition, i: int,
+                     certified: tuple[np.ndarray, np.ndarray, np.ndarray, Any],
+                     inner_bytes: int) -> list[_Result]:
+        """``method='auto'`` values of the blocks of row stripe ``i`` of a whole grid."""
+        q = part.grid[1]
+        stripe = self._read_stripe(part, i)
+        local = self._local(stripe)
+        own = Partition(stripe.shape, (1, q))  # the same column parts as the grid's
+        out = self._auto_group(local, own, tuple((0, j) for j in range(q)),
+                               range(i * q, (i + 1) * q), certified, inner_bytes)
+        del stripe, local
+        return out
+
+    def _auto_task(self, part: Partition, blocks: tuple[tuple[int, int], ...],
+                   certified: tuple[np.ndarray, np.ndarray, np.ndarray, Any],
+                   inner_bytes: int) -> Callable[[int], _Result]:
+        """``method='auto'`` values of one block, read on its own."""
+
+        def run(k: int) -> _Result:
+            i, j = blocks[k]
+            block = self._read_block(part, i, j)
+            local = self._local(block)
+            (out,) = self._auto_group(local, Partition(block.shape, (1, 1)), ((0, 0),), (k,),
+                                      certified, inner_bytes)
+            del block, local
+            return out
+
+        return run
 
     def _grid_aligned(self, part: Partition) -> Any:
         """A dask input rechunked to the grid: every block is one chunk."""
@@ -570,10 +790,10 @@ class LargeMatrix(PreparedMatrix):
         return self._read(rows, cols)
 
     def _in_memory_task(self, part: Partition, blocks: tuple[tuple[int, int], ...],
-                        sampling: Sampling | None) -> Callable[[int], tuple[Any, ...]]:
-        scale = self.scale
+                        sampling: Sampling | None) -> Callable[[int], _Result]:
+        """Exact (or, with ``sampling``, randomized) spectra of one block, read on its own."""
 
-        def run(k: int) -> tuple[Any, ...]:
+        def run(k: int) -> _Result:
             i, j = blocks[k]
             block = self._read_block(part, i, j)
             prep = prepare(block, name=f"{self.name} block ({i}, {j})")
@@ -587,14 +807,12 @@ class LargeMatrix(PreparedMatrix):
                     random_state=np.random.default_rng([sampling.seed, i, j]),
                 )
             del block
-            ratio2 = (float(spec.scale) / scale) ** 2  # a power of two: exact
-            return (spec.sq[0] * ratio2, int(spec.known[0]), float(spec.residual[0]) * ratio2,
-                    float(spec.held_energies[0]) * ratio2, spec.method)
+            return _from_spectra(spec, 0, self.scale)
 
         return run
 
     def _compressed(self, part: Partition, block: tuple[int, int], sampling: Sampling,
-                    limit: int) -> tuple[Any, ...]:
+                    limit: int) -> _Result:
         """Randomized spectra of one block larger than memory, with Dask, chunk by chunk."""
         dask = _dask()
         da = dask.array
@@ -632,22 +850,36 @@ class LargeMatrix(PreparedMatrix):
             energy = (A64**2).sum()
             s, residual, energy = dask.compute(s, residual, energy)
         s = np.asarray(s, dtype=np.float64)
-        return (s * s, len(s), float(residual), float(energy), "randomized")
+        return _Result(s * s, len(s), float(residual), float(energy), "randomized",
+                       path=PATH_RANDOMIZED)
 
     def _assemble(self, part: Partition, blocks: tuple[tuple[int, int], ...],
-                  results: list[tuple[Any, ...]], sampling: Sampling | None) -> BlockSpectra:
-        width = max(len(r[0]) for r in results)
-        sq = np.zeros((len(blocks), width))
-        known = np.zeros(len(blocks), dtype=np.int64)
-        residual = np.zeros(len(blocks))
-        held = np.zeros(len(blocks))
-        randomized = False
-        for k, (values, count, res, energy, how) in enumerate(results):
-            sq[k, : len(values)] = values
-            known[k] = count
-            residual[k] = res
-            held[k] = energy
-            randomized = randomized or how == "randomized"
+                  results: list[_Result], sampling: Sampling | None,
+                  certified: tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None = None,
+                  ) -> BlockSpectra:
+        """One :class:`BlockSpectra` from the blocks' results, filled as
+        ``PreparedMatrix._compute`` fills it: ``method`` ``'randomized'`` where any block is,
+        else ``'auto'`` where any block holds certified Gram values, else ``'exact'``; the
+        bound coefficients and ``tol`` only where some block took the Gram path."""
+        width = max(len(r.values) for r in results)
+        n_blocks = len(blocks)
+        sq = np.zeros((n_blocks, width))
+        known = np.zeros(n_blocks, dtype=np.int64)
+        residual = np.zeros(n_blocks)
+        held = np.zeros(n_blocks)
+        bound_a, bound_c = np.zeros(n_blocks), np.zeros(n_blocks)
+        paths = np.zeros(n_blocks, dtype=np.int8)
+        for k, r in enumerate(results):
+            sq[k, : len(r.values)] = r.values
+            known[k] = r.count
+            residual[k] = r.residual
+            held[k] = r.energy
+            bound_a[k], bound_c[k], paths[k] = r.a, r.c, r.path
+        if certified is not None:
+            held = certified[0].copy()  # the grid's energies the certification used
+        randomized = any(r.how == "randomized" for r in results)
+        gram = bool(np.any(paths == PATH_GRAM))
+        tols = [r.tol for r in results if r.path == PATH_GRAM and r.tol is not None]
         p, q = part.grid
         if len(blocks) == p * q:
             outside: Any = 0.0
@@ -661,9 +893,13 @@ class LargeMatrix(PreparedMatrix):
             residual=residual,
             held_energies=held,
             outside=outside,
-            method="randomized" if randomized else "exact",
+            method="randomized" if randomized else ("auto" if gram else "exact"),
             sampling=sampling if randomized else None,
             scale=self.scale,
+            bound_a=bound_a if gram else None,
+            bound_c=bound_c if gram else None,
+            paths=paths,
+            tol=max(tols) if gram and tols else None,
         )
 
     def errors_of(self, structure: Any) -> Any:
@@ -684,6 +920,22 @@ class _Region:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.array(self.source[key], dtype=self.dtype, copy=True)
+
+
+def _from_spectra(spec: BlockSpectra, j: int, scale: float) -> _Result:
+    """Block ``j`` of spectra of a region prepared on its own (its own power of two), in the
+    units of the whole matrix, ``W / scale`` (a power-of-two ratio: exact)."""
+    ratio2 = (float(spec.scale) / scale) ** 2
+    path = PATH_SVD if spec.paths is None else int(spec.paths[j])
+    gram = path == PATH_GRAM and spec.bound_a is not None and spec.bound_c is not None
+    return _Result(
+        spec.sq[j, : int(spec.known[j])] * ratio2, int(spec.known[j]),
+        float(spec.residual[j]) * ratio2, float(spec.held_energies[j]) * ratio2,
+        spec.method,
+        float(spec.bound_a[j]) * ratio2 if gram else 0.0,  # type: ignore[index]
+        float(spec.bound_c[j]) * ratio2 if gram else 0.0,  # type: ignore[index]
+        path, spec.tol if gram else None,
+    )
 
 
 def _label(part: Partition, blocks: tuple[tuple[int, int], ...]) -> str:

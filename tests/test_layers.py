@@ -252,3 +252,165 @@ def test_targets_that_name_the_same_column_are_refused():
         analyze_layers({"a": np.eye(8)}, lora_rank=1, targets=[0.5, 0.5000001], progress=False)
     res = analyze_layers({"a": np.eye(8)}, lora_rank=1, targets=np.array(0.5), progress=False)
     assert "params_global_to_0.5" in res.to_frame().columns
+
+
+# -- numerical and stable rank from certified Gram eigenvalues ----------------------------------
+
+
+def _reference_ranks(W, eps=None):
+    """Numerical rank (σ > max(m, n) eps σ_1) and stable rank ‖W‖²/σ_1², from NumPy's float64
+    SVD of the matrix as given (float32 data: eps of float32)."""
+    A = np.asarray(W)
+    eps = np.finfo(A.dtype).eps if eps is None else eps
+    s = np.linalg.svd(A, compute_uv=False).astype(np.float64)
+    rel = s / s[0]
+    return int(np.sum(rel > max(A.shape) * eps)), float(np.sum(rel**2))
+
+
+def _with_spectrum(m, n, s, seed=0):
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.standard_normal((m, len(s))))[0]
+    V = np.linalg.qr(rng.standard_normal((n, len(s))))[0]
+    return (U * s) @ V.T
+
+
+def _threshold_matrix(m=128, n=96):
+    """Singular values 1 … 1e-3 and two more at 1.5 and 0.5 times the numerical-rank threshold
+    ``max(m, n) eps σ_1``: far below what Gram eigenvalues resolve (``√u σ_1``), far above the
+    SVD's own rounding (``≈ u σ_1``)."""
+    threshold = max(m, n) * np.finfo(np.float64).eps
+    s = np.concatenate([np.logspace(0, -3, n - 2), [1.5 * threshold, 0.5 * threshold]])
+    return _with_spectrum(m, n, s, seed=5)
+
+
+@pytest.fixture
+def svd_calls(monkeypatch):
+    """Shapes of every matrix the spectra decompose by SVD."""
+    import lowrank_blocks.spectra as spectra
+
+    calls = []
+    original = spectra.svdvals_stack
+
+    def counting(stack, xp):
+        calls.append(tuple(int(d) for d in stack.shape))
+        return original(stack, xp)
+
+    monkeypatch.setattr(spectra, "svdvals_stack", counting)
+    return calls
+
+
+def _whole(calls, shape):
+    return [c for c in calls if c[-2:] == shape]
+
+
+RANK_CASES = {
+    "full rank": lambda rng: rng.standard_normal((256, 192)),
+    "rank 8 update": lambda rng: rng.standard_normal((200, 8)) @ rng.standard_normal((8, 160)),
+    "tiny": lambda rng: rng.standard_normal((160, 128)) * 1e-150,
+    "huge": lambda rng: rng.standard_normal((128, 160)) * 1e150,
+    "float32": lambda rng: rng.standard_normal((192, 128)).astype(np.float32),
+    "at the threshold": lambda rng: _threshold_matrix(),
+}
+
+
+@pytest.mark.parametrize("case", list(RANK_CASES))
+@pytest.mark.parametrize("families", [("global", "diagonal", "grid"), ("grid",)])
+def test_numerical_and_stable_rank_equal_the_svd_ones(case, families, svd_calls):
+    W = RANK_CASES[case](np.random.default_rng(11))
+    rank, stable = _reference_ranks(W)
+    row = analyze_layers({"w": W}, lora_rank=4, families=families, progress=False
+                         ).to_frame().iloc[0]
+    assert row["numerical_rank"] == rank
+    if case not in ("rank 8 update", "at the threshold"):
+        assert rank == min(W.shape) == np.linalg.matrix_rank(W)
+    elif case == "rank 8 update":
+        assert rank == 8 == np.linalg.matrix_rank(W)
+    else:
+        assert rank == min(W.shape) - 1 == np.linalg.matrix_rank(W)
+    rtol = 1e-5 if W.dtype == np.float32 else 1e-6  # float32's SVD; the certified bound
+    assert row["stable_rank"] == pytest.approx(stable, rel=rtol)
+    whole = _whole(svd_calls, W.shape)
+    if case in ("full rank", "tiny", "huge"):
+        assert whole == []  # certified Gram eigenvalues: no SVD of the matrix
+    else:  # rank-deficient, at the threshold, float32 (not certifiable at tol = 1e-6): the SVD
+        assert len(whole) == 1  # once: the surface's, or the fallback of the ranks
+
+
+def test_the_ranks_fall_back_to_the_svd_where_a_value_straddles_the_threshold(svd_calls):
+    """Spectra certified for rank 1 only (no global structure in the surface), so the Gram
+    values are kept; the numerical rank's threshold then lies within their bound: SVD."""
+    import lowrank_blocks.layers as layers
+    from lowrank_blocks import prepare
+
+    W = _threshold_matrix()
+    prep = prepare(W)
+    spec = prep.spectra((1, 1), method="auto", max_rank=1)
+    assert spec.paths.tolist() == [1] and not _whole(svd_calls, W.shape)  # Gram values
+    eps_scale = max(W.shape) * np.finfo(np.float64).eps
+    rank, stable = layers._global_ranks(prep, eps_scale)
+    assert len(_whole(svd_calls, W.shape)) == 1  # then the SVD
+    ref_rank, ref_stable = _reference_ranks(W)
+    assert rank == ref_rank == min(W.shape) - 1
+    assert stable == pytest.approx(ref_stable, rel=1e-12)
+
+
+def test_a_certified_count_below_the_full_rank_needs_no_svd(svd_calls):
+    """A float16 checkpoint: threshold 256 · 2⁻¹⁰ σ_1 = σ_1 / 4, with singular values well on
+    either side; the Gram values decide the count (96 of 192) without an SVD."""
+    from lowrank_blocks.layers import _check_budget_spec, _LayerTask
+    from lowrank_blocks.structures import structure_types
+
+    s = np.concatenate([np.linspace(1.0, 0.5, 96), np.linspace(1e-2, 1e-3, 96)])
+    W = _with_spectrum(256, 192, s, seed=2)
+    task = _LayerTask(_check_budget_spec(None, 4, None), structure_types(("global", "grid")),
+                      None, None, (0.5,), "matrices")
+
+    class Unit:
+        name, dtype = "w", "float16"
+
+        def load(self):
+            return W
+
+    row = task(Unit())
+    rank, stable = _reference_ranks(W, eps=np.finfo(np.float16).eps)
+    assert row.numerical_rank == rank == 96
+    assert row.stable_rank == pytest.approx(stable, rel=1e-6)
+    assert _whole(svd_calls, W.shape) == []
+
+
+def test_certified_counts_hold_for_every_spectrum_within_the_bound():
+    """Whatever the exact σ² within ``δ`` of the Gram values, the count of ``_ranks`` on them
+    is the certified one (or the helper declines); values within a few ``δ`` of the threshold
+    are placed on purpose."""
+    from lowrank_blocks.layers import _certified_ranks, _ranks
+
+    rng = np.random.default_rng(4)
+    decided = declined = 0
+    for _ in range(400):
+        k = int(rng.integers(3, 12))
+        scale = 10.0 ** rng.uniform(-2.5, -0.3)
+        delta = 10.0 ** rng.uniform(-9, -4)
+        values = 10.0 ** rng.uniform(-6, 0, k)
+        values[0] = 1.0
+        values[1] = max(scale**2 + rng.uniform(-4, 4) * delta, 0.0)  # near the threshold
+        values = np.sort(values)[::-1]
+        got = _certified_ranks(values, delta, float(values.sum()), scale, (k, k), 2.0**-53)
+        for _ in range(30):
+            exact = np.maximum(values + rng.choice([-1, 1], k) * delta * rng.uniform(0.9, 1, k),
+                               0.0)
+            exact[1:] = np.minimum(exact[1:], exact[0])  # σ_1 stays the largest
+            if got is not None:
+                assert _ranks(exact, scale)[0] == got[0]
+        decided += got is not None
+        declined += got is None
+    assert decided > 100 and declined > 50
+
+
+def test_a_memory_mapped_layer_gets_the_same_ranks(tmp_path):
+    W = np.random.default_rng(8).standard_normal((160, 128))
+    np.save(tmp_path / "w.npy", W)
+    rank, stable = _reference_ranks(W)
+    row = analyze_layers({"w": np.load(tmp_path / "w.npy", mmap_mode="r")}, lora_rank=2,
+                         grids=[2], diagonal=[2], progress=False).to_frame().iloc[0]
+    assert row["numerical_rank"] == rank == 128
+    assert row["stable_rank"] == pytest.approx(stable, rel=1e-6)

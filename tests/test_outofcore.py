@@ -179,3 +179,148 @@ def test_memmaps_need_no_dask_until_a_block_does_not_fit(tmp_path):
     result = subprocess.run([sys.executable, "-W", "ignore::UserWarning", "-c", code],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# -- method='auto': the certified Gram path, block by block ------------------------------------
+
+
+def _mixed(scale: float = 1.0) -> np.ndarray:
+    """512 × 384: Gaussian, with one exactly rank-3 region (the (0, 0) block of the 4 × 4 grid,
+    whose Gram values are rounding noise beyond rank 3: it falls back to the SVD)."""
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((512, 384))
+    W[:128, :96] = rng.standard_normal((128, 3)) @ rng.standard_normal((3, 96))
+    return W * scale
+
+
+def _reference_tails(W, grid, blocks):
+    """``Σ_{i>r} σ_i²`` of every block by NumPy's float64 SVD (blocks split as array_split)."""
+    rows = np.array_split(np.arange(W.shape[0]), grid[0])
+    cols = np.array_split(np.arange(W.shape[1]), grid[1])
+    out = []
+    for i, j in blocks:
+        s = np.linalg.svd(W[np.ix_(rows[i], cols[j])], compute_uv=False)
+        out.append(np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]]))
+    return out
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-150])
+@pytest.mark.parametrize("limit", [None, 2**20])
+def test_memmap_auto_equals_the_in_memory_auto(tmp_path, monkeypatch, scale, limit):
+    W = _mixed(scale)
+    np.save(tmp_path / "W.npy", W)
+    options = {"families": ["grid", "diagonal"], "grids": [4, 8], "diagonal": [4, 8]}
+    reference = error_surface(W, **options)
+    routes = {"stripe": 0, "block": 0}
+    for name, route in (("_auto_stripe", "stripe"), ("_auto_task", "block")):
+        original = getattr(LargeMatrix, name)
+
+        def counted(self, *args, _original=original, _route=route):
+            routes[_route] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(LargeMatrix, name, counted)
+    L = open_large(np.load(tmp_path / "W.npy", mmap_mode="r"), max_bytes=limit)
+    tracemalloc.start()
+    try:
+        surface = error_surface(L, **options)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if limit is None:
+        assert routes["stripe"] > 0  # whole stripes, their blocks certified together
+    else:
+        assert routes["block"] > 0 and peak < limit  # one block per task, under the limit
+    assert surface.method == reference.method == "auto"
+    got, ref = surface.to_frame(), reference.to_frame()
+    assert got[["family", "grid", "rank", "n_params"]].equals(
+        ref[["family", "grid", "rank", "n_params"]])
+    np.testing.assert_allclose(got["error"], ref["error"], rtol=0, atol=1e-15)
+    # The spectra themselves: the same paths, bounds and tolerance as in memory.
+    prep = prepare(W)
+    for grid in ((4, 4), (8, 8)):
+        a, b = L.spectra(grid, method="auto"), prep.spectra(grid, method="auto")
+        assert a.method == b.method and a.tol == b.tol
+        assert a.paths.tolist() == b.paths.tolist()
+        np.testing.assert_allclose(a.sq, b.sq, rtol=1e-15, atol=1e-15 * b.sq.max())
+        if b.bound_a is None:
+            assert a.bound_a is None and a.bound_c is None
+        else:
+            np.testing.assert_allclose(a.bound_a, b.bound_a, rtol=1e-12)
+            np.testing.assert_allclose(a.bound_c, b.bound_c, rtol=1e-12)
+    spec = L.spectra((4, 4), method="auto")
+    assert spec.paths.tolist() == [2] + [1] * 15  # the rank-3 block fell back to the SVD
+    assert L.spectra((8, 8), method="auto").paths.tolist() == [0] * 64  # 64 × 48: SVD
+    # error_bounds works, and bounds the distance to an independent reference.
+    tails = _reference_tails(W / scale, (4, 4), spec.blocks)
+    total = sum(t[0] for t in tails)
+    for r in (1, 3, 20, 60, 95):
+        ranks = [min(r, 96)] * 16
+        bound = spec.error_bounds(ranks)
+        exact = np.sqrt(sum(t[min(r, 96)] for t in tails) / total)
+        assert 0 < bound <= spec.tol
+        assert abs(spec.errors(ranks) - exact) <= bound + 1e-15
+
+
+@pytest.mark.parametrize("limit", [None, 2**20])
+def test_memmap_auto_certifies_with_the_whole_matrix_weights(tmp_path, limit):
+    """At a tolerance where blocks pass or fail by their share of the energy held, the same
+    blocks pass as in memory: for the whole grid, the diagonal blocks and a ``max_rank``."""
+    W = _mixed()
+    W[:, 96:192] *= np.linspace(0.1, 1, 96)
+    W[384:, :] *= 3.0
+    np.save(tmp_path / "W.npy", W)
+    diagonal = tuple((i, i) for i in range(4))
+    for blocks, max_rank in ((None, None), (diagonal, None), (None, 40)):
+        a = open_large(np.load(tmp_path / "W.npy", mmap_mode="r"), max_bytes=limit).spectra(
+            (4, 4), blocks, method="auto", tol=1.5e-11, max_rank=max_rank)
+        b = prepare(W).spectra((4, 4), blocks, method="auto", tol=1.5e-11, max_rank=max_rank)
+        assert a.paths.tolist() == b.paths.tolist()
+        assert 1 in b.paths.tolist() and 2 in b.paths.tolist()
+        np.testing.assert_allclose(a.sq, b.sq, rtol=1e-15, atol=1e-15 * b.sq.max())
+        assert a.tol == b.tol == 1.5e-11
+        r = [min(20, int(k)) for k in a.rank_limits]
+        assert a.errors(r) == pytest.approx(b.errors(r), rel=1e-14)
+        assert a.error_bounds(r) == pytest.approx(b.error_bounds(r), rel=1e-10)
+
+
+def test_memmap_auto_takes_the_svd_where_the_gram_path_does_not_fit(tmp_path, monkeypatch):
+    """Blocks whose Gram matrix (counted with the block, LAPACK's copy and workspace) does not
+    fit under the limit, but whose SVD does, are decomposed by SVD: no error, exact values."""
+    W = _mixed()
+    np.save(tmp_path / "W.npy", W)
+    L = open_large(np.load(tmp_path / "W.npy", mmap_mode="r"), max_bytes=2**20)
+    monkeypatch.setattr(LargeMatrix, "_auto_bytes", lambda self, mb, nb: 2**21)
+    monkeypatch.setattr(LargeMatrix, "_auto_stripe_bytes", lambda self, part: 2**21)
+    spec = L.spectra((4, 4), method="auto")
+    assert spec.method == "exact" and spec.paths.tolist() == [0] * 16
+    assert spec.bound_a is None and spec.tol is None
+    tails = _reference_tails(W, (4, 4), spec.blocks)
+    for k, t in enumerate(tails):
+        np.testing.assert_allclose(spec.tails()[k, : len(t)] * L.scale**2, t, rtol=1e-10,
+                                   atol=1e-12 * t[0])
+
+
+def test_the_gram_path_is_counted_against_the_limit(tmp_path):
+    """What ``method='auto'`` reserves for a block read on its own covers the block, the
+    LAPACK copy and the Gram matrix (``k × k``) together, and a stripe the stripe too."""
+    np.save(tmp_path / "W.npy", np.ones((300, 200)))
+    L = open_large(np.load(tmp_path / "W.npy", mmap_mode="r"))
+    for mb, nb in ((300, 200), (75, 50), (64, 1000)):
+        k = min(mb, nb)
+        assert L._auto_bytes(mb, nb) >= 8 * (2 * mb * nb + k * k)
+    from lowrank_blocks.partition import Partition
+
+    part = Partition((300, 200), (4, 2))
+    assert L._auto_stripe_bytes(part) >= 8 * (75 * 200 + 75 * 100 + 75 * 75)
+
+
+def test_dask_auto_equals_the_in_memory_auto():
+    da = pytest.importorskip("dask.array")
+    W = _mixed()
+    options = {"families": ["grid", "diagonal"], "grids": [2, 4], "diagonal": [2, 4]}
+    ref = error_surface(W, **options)
+    got = error_surface(da.from_array(W, chunks=(100, 90)), **options)
+    assert got.method == ref.method == "auto"
+    np.testing.assert_allclose(got.to_frame()["error"], ref.to_frame()["error"], rtol=0,
+                               atol=1e-15)
