@@ -47,13 +47,9 @@ def main() -> None:
     t_curve = median_time(
         lambda: allocation.solve_allocation(spec.costs, gains, budgets), args.repeat
     )
-    saved = allocation._enumeration_work
-    allocation._enumeration_work = lambda classes, b: float("inf")  # force the DP
-    try:
-        dp = allocation.solve_allocation(spec.costs, gains, budget)
-        t_dp = median_time(lambda: allocation.solve_allocation(spec.costs, gains, budget), 3)
-    finally:
-        allocation._enumeration_work = saved
+    dp = allocation.solve_allocation(spec.costs, gains, budget, method="dp")
+    t_dp = median_time(
+        lambda: allocation.solve_allocation(spec.costs, gains, budget, method="dp"), 3)
     assert abs(dp.gain[0] - one.gain[0]) <= 1e-9 * one.gain[0], "the two algorithms disagree"
     costs = sorted(set(spec.costs.tolist()))
     print(f"d = {d}, grid {k} × {k} (block costs {costs}), budget {budget:,} (10 % of dense), "

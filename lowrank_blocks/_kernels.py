@@ -8,6 +8,9 @@ Kernels here earn their place by a measurement (``benchmarks/bench_allocation.py
 * :func:`concave_knapsack_dp` — the exact allocation for any number of costs (the matrices of a
   whole model): a divide-and-conquer max-plus convolution per residue chain, sequential by
   nature; the NumPy fallback is the plain ``O(n · budget)`` convolution.
+* :func:`lagrangian_core` — the Lagrange multiplier, a greedy solution and the core intervals
+  that restrict the exact allocation of a whole model to a few ranks per matrix: bisection and
+  walks over sorted gains, scalar loops throughout (the fallback runs the same loops in Python).
 
 Surface assembly from singular values (column sums and a reverse cumulative sum) was measured
 too: a numba version is about 4× faster on a 10–40 µs step next to seconds of SVD, not worth a
@@ -19,11 +22,13 @@ The fallbacks are used when numba is not installed; set the environment variable
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
-__all__ = ["NUMBA_AVAILABLE", "concave_knapsack_dp", "enumerate_counts"]
+__all__ = ["NUMBA_AVAILABLE", "concave_knapsack_dp", "enumerate_counts", "lagrangian_core",
+           "unit_sums"]
 
 _USE_NUMBA = os.environ.get("LOWRANK_BLOCKS_DISABLE_NUMBA", "") not in ("1", "true", "yes")
 NUMBA_AVAILABLE = False
@@ -269,3 +274,224 @@ def concave_knapsack_dp(steps, prefixes, size):
     if concave_knapsack_dp_numba is not None:
         return concave_knapsack_dp_numba(steps, prefixes, size)
     return concave_knapsack_dp_numpy(steps, prefixes, size)
+
+
+# -- the Lagrangian core of the allocation (see lowrank_blocks.allocation) -----------------------
+
+
+def lagrangian_core_python(costs, flat, offsets, lengths, budgets, rel_margin):
+    """Lagrange multiplier, a greedy solution and the core intervals of every unit, per budget.
+
+    Unit ``u`` holds the descending positive gains ``flat[offsets[u] : offsets[u] + lengths[u]]``
+    at ``costs[u]`` each.  For every budget ``B`` (below the cost of all items):
+
+    1. ``lam``: the multiplier of the LP relaxation, by bisection on a log scale, ending on a
+       ``lam`` where the items with ``gain / cost > lam`` (``kbar[u]`` per unit) fit ``B`` (the
+       ratios, computed one way throughout, so that the largest one is a start that fits);
+    2. ``fill``: ``kbar`` completed greedily (largest ``gain / cost`` first, skipping what no
+       longer fits), a feasible solution; ``gap = lam · (B − cost(kbar)) − (gains filled)`` is
+       the Lagrangian bound ``lam B + Σ_u max_r φ_u(r)`` minus its value, with
+       ``φ_u(r) = G_u(r) − lam cost_u r``;
+    3. ``lo[u] .. hi[u]``: the ranks whose deficit ``max φ_u − φ_u(r)`` stays within
+       ``gap`` plus a rounding margin (``rel_margin`` times the magnitudes summed): every
+       optimal solution lies in these intervals (:mod:`lowrank_blocks.allocation`).
+
+    Budgets at or above the cost of all items get ``lo = hi = fill = lengths``.  Returns
+    ``lo, hi, fill`` (int64, shape ``(n_budgets, n_units)``), ``lam`` and ``gap`` (float64,
+    shape ``(n_budgets,)``).  Plain loops: compiled by numba where available, and run as they are
+    (slowly) otherwise.
+    """
+    n_u = costs.shape[0]
+    n_b = budgets.shape[0]
+    lo = np.zeros((n_b, n_u), dtype=np.int64)
+    hi = np.zeros((n_b, n_u), dtype=np.int64)
+    fill = np.zeros((n_b, n_u), dtype=np.int64)
+    lam_out = np.zeros(n_b)
+    gap_out = np.zeros(n_b)
+    full = 0
+    widest = 0  # the largest cost of one unit's items
+    r_max = 0.0
+    r_min = np.inf
+    for u in range(n_u):
+        n = lengths[u]
+        if n > 0:
+            full += costs[u] * n
+            widest = max(widest, costs[u] * n)
+            r_max = max(r_max, flat[offsets[u]] / costs[u])
+            r_min = min(r_min, flat[offsets[u] + n - 1] / costs[u])
+    lc = np.zeros(n_u)
+    kbar = np.zeros(n_u, dtype=np.int64)
+    for k in range(n_b):
+        budget = budgets[k]
+        if budget >= full:
+            for u in range(n_u):
+                lo[k, u] = lengths[u]
+                hi[k, u] = lengths[u]
+                fill[k, u] = lengths[u]
+            continue
+        # Bisection: the items above lam_hi fit the budget, those above lam_lo do not.
+        lam_lo = 0.5 * r_min
+        lam_hi = r_max
+        for _ in range(4096):
+            if lam_lo > 0.0:
+                mid = math.sqrt(lam_lo) * math.sqrt(lam_hi)
+            else:
+                mid = 0.5 * lam_hi
+            if not (lam_lo < mid < lam_hi):
+                break
+            spent = 0
+            for u in range(n_u):
+                a = 0
+                b = lengths[u]
+                off = offsets[u]
+                while a < b:
+                    m = (a + b) // 2
+                    if flat[off + m] / costs[u] > mid:
+                        a = m + 1
+                    else:
+                        b = m
+                spent += costs[u] * a
+                if spent > budget:
+                    break
+            if spent <= budget:
+                lam_hi = mid
+            else:
+                lam_lo = mid
+        lam = lam_hi
+        rest = budget
+        for u in range(n_u):
+            lc[u] = lam * costs[u]
+            a = 0
+            b = lengths[u]
+            off = offsets[u]
+            while a < b:
+                m = (a + b) // 2
+                if flat[off + m] / costs[u] > lam:
+                    a = m + 1
+                else:
+                    b = m
+            kbar[u] = a
+            fill[k, u] = a
+            rest -= costs[u] * a
+        r0 = rest
+        # Greedy completion: the best gain per parameter that still fits, until none does.
+        filled = 0.0
+        while True:
+            best = -1
+            best_ratio = -1.0
+            for u in range(n_u):
+                f = fill[k, u]
+                if f < lengths[u] and costs[u] <= rest:
+                    ratio = flat[offsets[u] + f] / costs[u]
+                    if ratio > best_ratio:
+                        best_ratio = ratio
+                        best = u
+            if best < 0:
+                break
+            filled += flat[offsets[best] + fill[k, best]]
+            fill[k, best] += 1
+            rest -= costs[best]
+        gap = lam * r0 - filled
+        if gap < 0.0:
+            gap = 0.0
+        slack = gap + rel_margin * (lam * (budget + widest) + filled + gap)
+        # Core intervals: walk down and up from kbar while the deficit stays within the slack.
+        for u in range(n_u):
+            off = offsets[u]
+            kb = kbar[u]
+            d = 0.0
+            j = kb
+            while j > 0:
+                t = flat[off + j - 1] - lc[u]
+                if d + t > slack:
+                    break
+                d += t
+                j -= 1
+            lo[k, u] = j
+            d = 0.0
+            j = kb
+            while j < lengths[u]:
+                t = lc[u] - flat[off + j]
+                if d + t > slack:
+                    break
+                d += t
+                j += 1
+            hi[k, u] = j
+        lam_out[k] = lam
+        gap_out[k] = gap
+    return lo, hi, fill, lam_out, gap_out
+
+
+lagrangian_core_numba = None
+if NUMBA_AVAILABLE and concave_knapsack_dp_numba is not None:
+    lagrangian_core_numba = _jit(lagrangian_core_python)
+
+
+def lagrangian_core(costs, flat, offsets, lengths, budgets, rel_margin=1e-9):
+    """:func:`lagrangian_core_python`, compiled by numba when available."""
+    args = (
+        np.ascontiguousarray(costs, dtype=np.int64),
+        np.ascontiguousarray(flat, dtype=np.float64),
+        np.ascontiguousarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(lengths, dtype=np.int64),
+        np.ascontiguousarray(budgets, dtype=np.int64),
+        float(rel_margin),
+    )
+    if lagrangian_core_numba is not None:
+        return lagrangian_core_numba(*args)
+    return lagrangian_core_python(*args)
+
+
+def unit_sums_numpy(flat, offsets, ranks):
+    """Gain taken and gain left at every row of ``ranks``: unit ``u`` takes the first
+    ``ranks[k, u]`` of ``flat[offsets[u] : offsets[u + 1]]``.  Sums per unit, then over the
+    units, of non-negative terms only (no subtraction: accurate however small the result)."""
+    n_b, n_units = ranks.shape
+    lens = np.diff(offsets)
+    unit = np.repeat(np.arange(n_units), lens)
+    pos = np.arange(flat.shape[0]) - offsets[unit]
+    gain = np.zeros(n_b)
+    left = np.zeros(n_b)
+    for k in range(n_b):
+        taken = pos < ranks[k][unit]
+        gain[k] = np.bincount(unit, weights=np.where(taken, flat, 0.0), minlength=n_units).sum()
+        left[k] = np.bincount(unit, weights=np.where(taken, 0.0, flat), minlength=n_units).sum()
+    return gain, left
+
+
+unit_sums_numba = None
+if NUMBA_AVAILABLE and concave_knapsack_dp_numba is not None:
+
+    @_jit
+    def unit_sums_numba(flat, offsets, ranks):  # pragma: no cover - compiled
+        n_b, n_units = ranks.shape
+        gain = np.zeros(n_b)
+        left = np.zeros(n_b)
+        for k in range(n_b):
+            g_total = 0.0
+            l_total = 0.0
+            for u in range(n_units):
+                cut = offsets[u] + ranks[k, u]
+                g = 0.0
+                for i in range(offsets[u], cut):
+                    g += flat[i]
+                rest = 0.0
+                for i in range(cut, offsets[u + 1]):
+                    rest += flat[i]
+                g_total += g
+                l_total += rest
+            gain[k] = g_total
+            left[k] = l_total
+        return gain, left
+
+
+def unit_sums(flat, offsets, ranks):
+    """:func:`unit_sums_numpy`, compiled by numba when available."""
+    args = (
+        np.ascontiguousarray(flat, dtype=np.float64),
+        np.ascontiguousarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(ranks, dtype=np.int64),
+    )
+    if unit_sums_numba is not None:
+        return unit_sums_numba(*args)
+    return unit_sums_numpy(*args)

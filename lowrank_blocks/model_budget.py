@@ -11,7 +11,9 @@ where ``w_i = 1 / ‖W_i‖_F²`` (``objective='relative'``, the default: every 
 same, the total is the sum of squared relative errors) or ``w_i = 1`` (``'absolute'``: large
 layers weigh more).  A rank-one term of an ``m × n`` matrix costs ``m + n`` parameters and
 removes ``w σ²``: the concave multiple-choice knapsack of :mod:`lowrank_blocks.allocation`, with
-one unit per matrix, solved exactly by :func:`~lowrank_blocks.allocation.solve_allocation`.
+one unit per matrix, solved exactly by :func:`~lowrank_blocks.allocation.solve_allocation` (on a
+model, by its Lagrangian core: the bound pins every matrix to one or two candidate ranks, and a
+DP over those alone finds the optimum, in milliseconds for hundreds of matrices).
 
 Structures per matrix
 ---------------------
@@ -458,8 +460,13 @@ def uniform_choice(
 ) -> tuple[int, float]:
     """The uniform rank within ``budget`` (:func:`uniform_rank_at`) and its weighted total error."""
     u = uniform_rank_at(spectra, budget)
-    return u, math.fsum(w * float(ms.sq[min(u, len(ms.sq)):].sum())
-                        for ms, w in zip(spectra, weights))
+    lengths = np.fromiter((len(ms.sq) for ms in spectra), dtype=np.int64, count=len(spectra))
+    flat = np.concatenate([ms.sq for ms in spectra]).astype(np.float64, copy=False)
+    owner = np.repeat(np.arange(len(spectra)), lengths)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    left = np.arange(len(flat)) - starts[owner] >= u  # the squared values past rank u
+    tails = np.bincount(owner, weights=np.where(left, flat, 0.0), minlength=len(spectra))
+    return u, math.fsum((np.asarray(weights, dtype=np.float64) * tails).tolist())
 
 
 # -- the allocation ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ the textbook multiple-choice knapsack DP over every budget.  The tests whose nam
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -348,6 +349,181 @@ def test_reference_greedy_is_not_optimal_but_dp_is():
     costs, gains = block_spectra(W, 2, 2)
     g = greedy(costs, gains, 3)
     assert taken(gains, g) == pytest.approx(9.0) and dp(costs, gains, 3).ranks(3) == (1, 0, 0, 0)
+
+
+# -- the Lagrangian core: restricted to a few ranks per unit, still exact ------------------------
+
+
+def every_vector(costs, gains):
+    """(parameters, gain, ranks) of every rank vector: the exhaustive search, once for all
+    budgets."""
+    out = []
+    for ranks in itertools.product(*(range(len(g) + 1) for g in gains)):
+        out.append((cost_of(costs, ranks), taken(gains, ranks), ranks))
+    return out
+
+
+def best_of(vectors, budget: int) -> float:
+    return max(gain for cost, gain, _ in vectors if cost <= budget)
+
+
+def core_instance(rng):
+    """A small instance with the shapes that stress the core: one unit, equal costs, repeated
+    costs, zero gains, ties within and across units, flat spectra, several magnitudes."""
+    n = int(rng.integers(1, 6))
+    kind = rng.integers(4)
+    if kind == 0:  # one cost for all (one class)
+        costs = [int(rng.integers(1, 6))] * n
+    elif kind == 1:  # a few costs, repeated (classes of several units)
+        costs = [int(c) for c in rng.choice([2, 3, 4, 6], n)]
+    elif kind == 2:  # distinct costs
+        costs = [int(c) for c in rng.choice(np.arange(1, 12), n, replace=False)]
+    else:  # proportional gains and costs: every ratio ties
+        costs = [int(c) for c in rng.integers(1, 5, n)]
+    lengths = rng.integers(0, 5, n) if n <= 3 else rng.integers(0, 4, n)
+    gains = [random_gains(rng, int(L)) for L in lengths]
+    if kind == 3:
+        base = float(rng.integers(1, 4))
+        gains = [np.full(len(g), base * c) for g, c in zip(gains, costs)]
+    return costs, gains
+
+
+def solve_with(costs, gains, budgets, method):
+    from lowrank_blocks.allocation import solve_allocation
+
+    return solve_allocation(costs, gains, budgets, method=method)
+
+
+def core_intervals(costs, gains, budgets):
+    """``lo, hi, fill, lam, gap`` of the kernel, for the tests of the proof's claims."""
+    from lowrank_blocks import _kernels, allocation
+
+    units = allocation._units(np.asarray(costs, dtype=np.int64),
+                              [np.asarray(g, dtype=np.float64) for g in gains])
+    full = int(units.costs @ units.lengths)
+    capped = np.minimum(np.asarray(budgets, dtype=np.int64), full)
+    return _kernels.lagrangian_core(units.costs, units.flat, units.offsets, units.lengths,
+                                    capped, allocation.CORE_MARGIN)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_core_and_dp_match_exhaustive_on_small_instances(seed):
+    rng = np.random.default_rng([seed, 2024])
+    costs, gains = core_instance(rng)
+    vectors = every_vector(costs, gains)
+    full = full_cost(costs, gains)
+    budgets = list(range(full + 3))  # budget 0, every budget that exactly fits, and beyond
+    best = {b: best_of(vectors, b) for b in budgets}
+    for method in ("core", "dp", "auto"):
+        sol = solve_with(costs, gains, budgets, method)
+        check(costs, gains, budgets, sol, best)
+    if len({c for c, g in zip(costs, gains) if np.any(np.asarray(g) > 0)}) >= 2:
+        assert solve_with(costs, gains, budgets, "core").algorithm == "core"
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_core_intervals_hold_every_optimal_solution(seed):
+    """The claim the core rests on: every optimal rank vector lies within ``lo .. hi``; the
+    greedy solution is feasible, inside, and the gap bounds its distance to the optimum."""
+    rng = np.random.default_rng([seed, 77])
+    costs, gains = core_instance(rng)
+    vectors = every_vector(costs, gains)
+    full = full_cost(costs, gains)
+    budgets = list(range(full + 2))
+    lo, hi, fill, lam, gap = core_intervals(costs, gains, budgets)
+    positive = [int(np.sum(np.asarray(g) > 0)) for g in gains]  # zero gains are never taken
+    for k, b in enumerate(budgets):
+        best = best_of(vectors, b)
+        optimal = [r for cost, gain, r in vectors if cost <= b and close(gain, best)
+                   and all(x <= p for x, p in zip(r, positive))]
+        assert optimal
+        for r in optimal:
+            assert np.all(lo[k] <= r) and np.all(np.asarray(r) <= hi[k]), (b, r, lo[k], hi[k])
+        assert cost_of(costs, fill[k]) <= b and np.all(lo[k] <= fill[k]) and np.all(fill[k] <= hi[k])
+        assert lam[k] >= 0 and gap[k] >= 0
+        # the Lagrangian bound (greedy value + gap) is an upper bound on the optimum
+        scale = max(best, 1e-300)
+        assert taken(gains, fill[k]) + gap[k] >= best - REL * scale, (b, fill[k], gap[k], best)
+
+
+def test_core_budget_zero_one_unit_and_zero_gains():
+    # budget 0: nothing; one unit: its largest gains; zero gains: never taken
+    assert solve_with([3, 5], [[2.0, 1.0], [4.0]], [0], "core").ranks.tolist() == [[0, 0]]
+    sol = solve_with([4], [[5.0, 3.0, 0.0]], [0, 3, 4, 8, 12, 100], "core")
+    assert sol.ranks[:, 0].tolist() == [0, 0, 1, 2, 2, 2]
+    sol = solve_with([2, 3], [np.zeros(3), [1.0, 0.0]], list(range(12)), "core")
+    assert np.all(sol.ranks[:, 0] == 0) and sol.ranks[:, 1].max() == 1
+    # an exact fit of the greedy solution (gap 0) and the budget one below it
+    costs, gains = [2, 3], [[6.0, 2.0], [6.0, 1.5]]  # gain per parameter 3, 1 | 2, 0.5
+    lo, hi, fill, lam, gap = core_intervals(costs, gains, [5, 4])
+    assert fill[0].tolist() == [1, 1] and gap[0] <= REL * 12  # 2 + 3 fits exactly
+    assert lo[0].tolist() == [1, 1]  # (lam ends at 1, the ratio of the next item: it may stay)
+    assert fill[1].tolist() == [2, 0] and gap[1] > 0
+    for b, want in ((5, 12.0), (4, 8.0)):
+        assert solve_with(costs, gains, [b], "core").gain[0] == pytest.approx(want, rel=REL)
+
+
+@settings(max_examples=200, deadline=None)
+@given(small_instance())
+def test_hypothesis_core_matches_exhaustive(instance):
+    costs, gains, budgets = instance
+    best = {b: exhaustive(costs, gains, b)[0] for b in set(budgets)}
+    check(costs, gains, budgets, solve_with(costs, gains, budgets, "core"), best)
+
+
+def model_like_instance(rng, n_units: int):
+    """Units like a model's matrices: ``m + n`` from a few sizes (classes of several units),
+    geometric spectra, sometimes a rank-deficient tail of zeros or rounded (tied) values."""
+    sides = np.arange(2, 13, 2)
+    costs, gains = [], []
+    for _ in range(n_units):
+        m, n = (int(x) for x in rng.choice(sides, 2))
+        r = min(m, n)
+        g = rng.uniform(0.3, 3.0) * rng.uniform(0.5, 0.98) ** (2 * np.arange(r))
+        if rng.random() < 0.2:
+            g[rng.integers(1, r + 1) :] = 0.0
+        if rng.random() < 0.2:
+            g = np.round(g, 1)
+        costs.append(m + n)
+        gains.append(np.sort(g)[::-1].copy())
+    return costs, gains
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_core_matches_reference_dp_on_model_like_instances(seed):
+    rng = np.random.default_rng([seed, 31])
+    costs, gains = model_like_instance(rng, int(rng.integers(10, 60)))
+    full = full_cost(costs, gains)
+    budgets = sorted({0, 1, full // 10, full // 3, int(rng.integers(0, full + 1)), full - 1, full})
+    table = dp(costs, gains, max(budgets))
+    for method in ("core", "auto", "dp"):
+        check(costs, gains, budgets, solve_with(costs, gains, budgets, method), table.best)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_core_without_numba_matches_exhaustive(seed, monkeypatch):
+    """The plain-Python kernel and the NumPy fallbacks (what runs without numba)."""
+    from lowrank_blocks import _kernels
+
+    for name in ("lagrangian_core_numba", "unit_sums_numba", "concave_knapsack_dp_numba",
+                 "enumerate_counts_numba"):
+        monkeypatch.setattr(_kernels, name, None)
+    rng = np.random.default_rng([seed, 2024])
+    costs, gains = core_instance(rng)
+    vectors = every_vector(costs, gains)
+    budgets = list(range(full_cost(costs, gains) + 2))
+    best = {b: best_of(vectors, b) for b in budgets}
+    for method in ("core", "auto"):
+        check(costs, gains, budgets, solve_with(costs, gains, budgets, method), best)
+
+
+def test_method_argument():
+    costs, gains = [3, 4, 5, 6], [[1.0], [2.0], [3.0], [4.0]]
+    with pytest.raises(ValueError, match="method='greedy' is not allowed"):
+        solve_with(costs, gains, [5], "greedy")
+    with pytest.raises(ValueError, match="at most three distinct costs"):
+        solve_with(costs, gains, [5], "enumeration")
+    assert [solve_with(costs, gains, [9], m).gain[0] for m in ("auto", "core", "dp")] == [5.0] * 3
 
 
 # -- bad input ----------------------------------------------------------------------------------

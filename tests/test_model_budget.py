@@ -112,6 +112,39 @@ def test_global_allocation_is_the_knapsack_optimum(seed, objective):
         assert alloc.total_error <= alloc.uniform_error + 1e-12
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_global_allocation_of_many_matrices_is_the_knapsack_optimum(seed):
+    """Enough matrices and distinct costs that the Lagrangian core solves it (the case of a
+    whole model): the optimum of the textbook DP all the same, at budgets from 0 to all."""
+    from lowrank_blocks.allocation import solve_allocation
+
+    rng = np.random.default_rng([seed, 11])
+    mats = random_model(rng, 40, max_side=9)
+    if seed % 2:  # repeated spectra: ties across matrices of the same cost
+        names = list(mats)
+        for a, b in zip(names[::2], names[1::2]):
+            mats[b] = mats[a].copy()
+    costs = [W.shape[0] + W.shape[1] for W in mats.values()]
+    gains = [sv2(W) / float((W ** 2).sum()) for W in mats.values()]
+    total_params = sum(c * len(g) for c, g in zip(costs, gains))
+    budgets = sorted({0, min(costs), total_params // 10, total_params // 3,
+                      int(rng.integers(0, total_params + 1)), total_params - 1, total_params})
+    table = ref.dp(costs, gains, max(budgets))
+    total = math.fsum(float(g.sum()) for g in gains)
+    spectra = model_spectra(mats, progress=False)
+    for budget in budgets:
+        alloc = allocate_model(spectra, budget, progress=False)
+        ranks = [alloc.ranks[name] for name in mats]
+        assert alloc.method == "exact knapsack" and alloc.n_params <= budget
+        assert alloc.total_error == pytest.approx(ref.untaken(gains, ranks), rel=1e-9, abs=1e-12)
+        assert alloc.total_error == pytest.approx(total - table.best[budget], rel=1e-9,
+                                                  abs=1e-12)
+    from lowrank_blocks import _kernels
+
+    if _kernels.lagrangian_core_numba is not None:  # interpreted, the core is not the cheapest
+        assert solve_allocation(costs, gains, total_params // 10).algorithm == "core"
+
+
 def test_relative_and_absolute_objectives_differ_as_documented():
     # 'big' has 100× the energy: the absolute objective spends the budget on it, the relative
     # one on the matrix whose error falls most relative to its own energy.
