@@ -15,7 +15,9 @@ of the products (``2⁻⁵³`` in float64, ``2⁻²⁴`` in float32, ``2⁻¹¹`
 ``η`` the dtype's smallest normal number:
 
 1. forming ``G``: ``Ĝ = BᵀB + E`` with ``|E| ≤ γ_l |B|ᵀ|B| + l η`` entrywise (any summation order,
-   with or without FMA; ``γ_l = l u / (1 − l u)``), so ``‖E‖_F ≤ γ_l ‖B‖_F² + k l η``;
+   with or without FMA; ``γ_l = l u / (1 − l u)``), so ``‖E‖_F ≤ γ_l ‖B‖_F² + k l η``; the
+   eigensolver reads one triangle (the only one ``syrk`` forms on NumPy), every entry of it
+   such an inner product of length ``l``, so ``Ĝ`` and ``E`` are symmetric;
 2. the eigensolver is backward stable: its values are the exact eigenvalues of ``Ĝ + F`` with
    ``‖F‖₂ ≤ p(k) u ‖Ĝ‖₂``; LAPACK leaves ``p(k)`` as "a modestly growing function" and its own
    error estimates take ``p = 1``; we take ``p(k) = k`` (the one modelling assumption);
@@ -37,8 +39,12 @@ tails (and the errors) are small and certification is hardest; the difference fo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +74,6 @@ GRAM_MIN_SIDE = 64
 #: ``√u ‖B‖``) goes to the SVD, which gives it to full relative accuracy, rather than being
 #: reported as ``1e-8`` where it is ``1e-16`` (within ``tol``, but not the same answer).
 RESOLUTION = 0.5
-
-_CHUNK_ELEMENTS = 1 << 19
-# Gram matrices larger than this are decomposed in place (SciPy) rather than copied (NumPy).
-_IN_PLACE_BYTES = 1 << 28
-
 
 @dataclass(frozen=True)
 class GramValues:
@@ -127,10 +128,11 @@ def gram_eigvalsh(stack: Array, xp: Any) -> GramValues:
     """Eigenvalues of the Gram matrix (smaller side) of every block of a stack, with bounds.
 
     ``stack`` has shape ``(..., m, n)`` (batch axes in front; a strided NumPy view is fine).
-    NumPy: batched ``matmul`` and ``numpy.linalg.eigvalsh`` (values only) in chunks, spread over
-    one thread per core with BLAS limited to one thread each.  Other
-    backends (PyTorch, CuPy, any Array API library): one batched ``matmul`` and one batched
-    ``linalg.eigvalsh`` on the array's device.  float32 stays float32.
+    NumPy: block by block, ``syrk`` (the lower triangle of ``Ĝ``) and ``syevd`` (values only) in
+    place on one Gram matrix per worker, no copy of it (:func:`_gram_numpy`), spread over one
+    thread per core with BLAS limited to one thread each.  Other backends (PyTorch, CuPy, any
+    Array API library): one batched ``matmul`` and one batched ``linalg.eigvalsh`` on the
+    array's device.  float32 stays float32.
     """
     m, n = (int(d) for d in stack.shape[-2:])
     k, inner = min(m, n), max(m, n)
@@ -161,78 +163,220 @@ def gram_eigvalsh(stack: Array, xp: Any) -> GramValues:
 def _gram_numpy(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(eigenvalues descending, trace of Ĝ) of every block of a NumPy stack, float64.
 
-    NumPy's ``matmul`` and ``linalg.eigvalsh`` (LAPACK ``syevd``, values only), which release
-    the GIL, so blocks run in parallel threads (SciPy's wrappers of ``syrk``/``syevr`` hold it
-    and would serialise them).  float32 Gram matrices go to SciPy's ``ssyevr`` (NumPy's
-    ``eigvalsh`` would compute them in float64), and so do Gram matrices over 256 MiB, in place
-    (NumPy's ``eigvalsh`` copies its input: for a 20000 × 20000 block that copy is the size of
-    the matrix).  The batch is split into chunks along its first axis, each of
-    bounded size, over one thread per core with BLAS limited to one thread each (or serially
-    inside :func:`lowrank_blocks.linalg.run_concurrently`).  float32 stays float32.
+    Block by block, each worker reusing one Gram matrix of its own: BLAS ``syrk`` forms the
+    lower triangle of ``Ĝ`` (half the flops of a product) straight from the block (a strided
+    view is read in place through its leading dimension), and LAPACK ``syevd`` (values only)
+    decomposes it in place, so no copy of the Gram matrix or of the block is made: the memory
+    used besides the stack is one ``k × k`` matrix and ``O(k)`` workspace per worker.  SciPy's
+    BLAS and LAPACK are called through ``ctypes``, which releases the GIL, so blocks run in
+    parallel threads, one per core with BLAS limited to one thread each (or serially inside
+    :func:`lowrank_blocks.linalg.run_concurrently`).  float32 stays float32 (``ssyrk``,
+    ``ssyevd``).
     """
     from .linalg import _numpy_workers_for
 
     lead = stack.shape[:-2]
-    m, n = stack.shape[-2:]
-    if not lead:
-        values, trace = _gram_chunk(stack[None])
-        return values[0], trace[0]
+    m, n = (int(d) for d in stack.shape[-2:])
     k = min(m, n)
     lam = np.empty(lead + (k,))
-    trace = np.empty(lead)
-    n_mat = int(np.prod(lead, dtype=np.int64))
-    workers = _numpy_workers_for(n_mat, m, n)
-    if m * n + 2 * k * k > _CHUNK_ELEMENTS:  # large blocks: one at a time (the Gram matrix
-        starts: list = list(np.ndindex(*lead))  # and eigvalsh's copy of it, per block)
+    trace = np.zeros(lead)
+    index = list(np.ndindex(*lead))
+    if k == 0 or not index:
+        return lam, trace
+    dtype = np.dtype(np.float32 if stack.dtype == np.float32 else np.float64)
+    if stack.dtype != dtype:  # other dtypes in float64, whose rounding rounding() charges
+        stack = stack.astype(dtype)
+    workers = min(_numpy_workers_for(len(index), m, n), len(index))
+    routines = _routines(dtype)  # SciPy's BLAS loaded before its threads are limited
+    if workers == 1 and not _sharing_cores():
+        solver = _GramSolver(k, dtype, routines)
+        for idx in index:
+            trace[idx] = solver(stack[idx], lam[idx])
+        return lam, trace
+    from concurrent.futures import ThreadPoolExecutor
 
-        def one(idx: tuple[int, ...]) -> None:
-            values, tr = _gram_chunk(stack[idx][None])
-            lam[idx], trace[idx] = values[0], tr[0]
-    else:  # chunks along the first batch axis
-        per_row = n_mat // int(lead[0]) * (m * n + 2 * k * k)
-        rows = max(1, _CHUNK_ELEMENTS // max(1, per_row))
-        rows = min(rows, max(1, -(-int(lead[0]) // workers)))
-        starts = list(range(0, int(lead[0]), rows))
+    tickets = itertools.count()
 
-        def one(s: int) -> None:  # type: ignore[misc]
-            lam[s : s + rows], trace[s : s + rows] = _gram_chunk(stack[s : s + rows])
+    def work() -> None:  # one Gram matrix per worker, blocks taken in turn
+        solver = _GramSolver(k, dtype, routines)
+        while (i := next(tickets)) < len(index):
+            trace[index[i]] = solver(stack[index[i]], lam[index[i]])
 
-    if workers == 1 or len(starts) == 1:
-        for s in starts:
-            one(s)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, starts))
+    with _one_blas_thread():
+        if workers == 1:
+            work()
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for future in [pool.submit(work) for _ in range(workers)]:
+                    future.result()
     return lam, trace
 
 
-def _gram_chunk(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gram matrices (smaller side) of a chunk of blocks, their eigenvalues and traces."""
-    m, n = stack.shape[-2:]
-    Bt = np.swapaxes(stack, -1, -2)
-    G = Bt @ stack if n <= m else stack @ Bt
-    trace = np.trace(G, axis1=-2, axis2=-1, dtype=np.float64)
-    k = G.shape[-1]
-    if G.dtype == np.float32 or k * k * G.itemsize > _IN_PLACE_BYTES:
-        # float32 (NumPy's eigvalsh would compute in float64), or a Gram matrix so large that
-        # NumPy's copy of it matters: SciPy's syevr on the matrix itself (Gᵀ is Fortran-ordered;
-        # the bound holds for every entry, so either triangle will do).  It holds the GIL.
-        from scipy.linalg import lapack
+def _sharing_cores() -> bool:
+    """Whether this thread already shares the cores with others
+    (:func:`lowrank_blocks.linalg.run_concurrently`, a Dask task)."""
+    from . import linalg
 
-        syevr = lapack.ssyevr if G.dtype == np.float32 else lapack.dsyevr
-        values = np.empty(G.shape[:-1])
-        for idx in np.ndindex(*G.shape[:-2]):
-            w, _, _, _, info = syevr(G[idx].T, compute_v=0, lower=1, overwrite_a=1)
-            if info != 0:  # pragma: no cover - LAPACK convergence failure
-                raise np.linalg.LinAlgError(f"syevr failed (info={info})")
-            values[idx] = w
-        return values[..., ::-1], trace
-    values = np.linalg.eigvalsh(G)[..., ::-1].astype(np.float64)
-    return values, trace
+    return bool(getattr(linalg._SERIAL, "on", False))
+
+
+_LIMIT_LOCK = threading.Lock()
+_LIMIT: list[Any] = []  # [threadpoolctl limiter, number of callers inside]
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while any caller is inside.
+
+    Reference-counted, so concurrent callers (the grids of a surface, run at once) do not
+    restore each other's limit midway.  It also reaches SciPy's BLAS when that was first
+    loaded after the caller's own limits were set (the first Gram matrix of a process, inside
+    :func:`lowrank_blocks.linalg.run_concurrently`): left multithreaded there, two grids'
+    LAPACK calls oversubscribe the cores, which costs ten times the time.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with _LIMIT_LOCK:
+        if not _LIMIT:
+            _LIMIT[:] = [threadpool_limits(limits=1, user_api="blas"), 0]
+        _LIMIT[1] += 1
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT[1] -= 1
+            if _LIMIT[1] == 0:
+                _LIMIT.pop(0).restore_original_limits()
+                _LIMIT.clear()
+
+
+_ROUTINES: dict[np.dtype, tuple[Any, Any]] = {}
+
+
+def _routines(dtype: np.dtype) -> tuple[Any, Any]:
+    """SciPy's ``?syrk`` and ``?syevd`` (``scipy.linalg.cython_blas`` / ``cython_lapack``) as
+    ``ctypes`` functions, which release the GIL during the call (SciPy's Python wrappers hold
+    it, and copy arguments that are not Fortran-contiguous)."""
+    dtype = np.dtype(dtype)
+    if dtype not in _ROUTINES:
+        import ctypes
+
+        from scipy.linalg import cython_blas, cython_lapack
+
+        get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
+            ("PyCapsule_GetName", ctypes.pythonapi))
+        get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", ctypes.pythonapi))
+
+        def function(module: Any, name: str, *argtypes: Any) -> Any:
+            capsule = module.__pyx_capi__[name]
+            return ctypes.CFUNCTYPE(None, *argtypes)(get_pointer(capsule, get_name(capsule)))
+
+        c, i, p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+        s = "s" if dtype == np.float32 else "d"
+        # ?syrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
+        syrk = function(cython_blas, s + "syrk", c, c, i, i, p, p, i, p, p, i)
+        # ?syevd(jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork, info)
+        syevd = function(cython_lapack, s + "syevd", c, c, i, p, i, p, p, i, p, i, i)
+        _ROUTINES[dtype] = (syrk, syevd)
+    return _ROUTINES[dtype]
+
+
+class _GramSolver:
+    """One worker's ``k × k`` Gram matrix (Fortran order) and ``syevd`` workspace, reused for
+    block after block: ``solver(B, values)`` writes the eigenvalues of ``Ĝ``, descending, into
+    ``values`` and returns the trace of ``Ĝ`` (float64), ``Ĝ`` the Gram matrix of the smaller
+    side of the 2-D block ``B``."""
+
+    def __init__(self, k: int, dtype: np.dtype, routines: tuple[Any, Any]) -> None:
+        import ctypes
+
+        self.byref = ctypes.byref
+        self.syrk, self.syevd = routines
+        dtype = np.dtype(dtype)
+        scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+        self.one, self.zero = scalar(1.0), scalar(0.0)
+        self.G = _lower_triangle_matrix(k, dtype)
+        self.diagonal = self.G.reshape(-1, order="F")[:: k + 1]  # a view
+        self.w = np.empty(k, dtype=dtype)
+        self.k, self.inner, self.lda = ctypes.c_int(k), ctypes.c_int(0), ctypes.c_int(0)
+        self.info = ctypes.c_int(0)
+        self.lwork, self.liwork = ctypes.c_int(-1), ctypes.c_int(-1)
+        query, iquery = np.zeros(1, dtype=dtype), np.zeros(1, dtype=np.intc)
+        self.pointers = (self.G.ctypes.data, self.w.ctypes.data, query.ctypes.data,
+                         iquery.ctypes.data)
+        self._syevd()  # workspace query
+        self.lwork.value = max(1, int(query[0]))
+        self.liwork.value = max(1, int(iquery[0]))
+        self.work = np.empty(self.lwork.value, dtype=dtype)
+        self.iwork = np.empty(self.liwork.value, dtype=np.intc)
+        self.pointers = (self.G.ctypes.data, self.w.ctypes.data, self.work.ctypes.data,
+                         self.iwork.ctypes.data)  # fixed from here on
+
+    def _syevd(self) -> None:
+        ref = self.byref
+        G, w, work, iwork = self.pointers
+        self.syevd(b"N", b"L", ref(self.k), G, ref(self.k), w, work, ref(self.lwork), iwork,
+                   ref(self.liwork), ref(self.info))
+        if self.info.value != 0:  # pragma: no cover - LAPACK convergence failure
+            raise np.linalg.LinAlgError(f"syevd failed (info={self.info.value})")
+
+    def __call__(self, B: np.ndarray, values: np.ndarray) -> float:
+        A, lda, trans = _blas_operand(B)
+        self.inner.value, self.lda.value = max(B.shape), lda
+        ref = self.byref
+        # Lower triangle of Ĝ = op(A) op(A)ᵀ: every entry an inner product of length l.
+        self.syrk(b"L", trans, ref(self.k), ref(self.inner), ref(self.one), A.ctypes.data,
+                  ref(self.lda), ref(self.zero), self.pointers[0], ref(self.k))
+        trace = self.diagonal.sum(dtype=np.float64)  # as numpy.trace
+        self._syevd()  # Ĝ destroyed
+        values[...] = self.w[::-1]
+        return float(trace)
+
+
+def _lower_triangle_matrix(k: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised ``k × k`` Fortran-ordered array for a Gram matrix of which only the
+    lower triangle is ever written or read (``syrk`` and ``syevd`` with ``uplo = 'L'``).
+
+    Where a column spans at least two pages it gets an anonymous memory mapping of its own:
+    pages that lie wholly in the upper triangle are then never touched and never become
+    resident, so the matrix takes a little over half its size (about 0.63 of it at
+    ``k = 2048`` in float64).  (NumPy asks for transparent huge pages on large arrays, and the
+    diagonal crosses every 2 MiB page of a Gram matrix over 1024 columns in float64.)
+    """
+    import mmap
+
+    if k * dtype.itemsize < 2 * mmap.PAGESIZE:
+        return np.empty((k, k), dtype=dtype, order="F")
+    buffer = mmap.mmap(-1, k * k * dtype.itemsize)  # unmapped when the array is released
+    return np.frombuffer(buffer, dtype=dtype).reshape((k, k), order="F")
+
+
+def _blas_operand(B: np.ndarray) -> tuple[np.ndarray, int, bytes]:
+    """``(A, lda, trans)`` such that the Gram matrix of the smaller side of ``B`` is
+    ``op(A) op(A)ᵀ`` in ``syrk``'s terms (``trans = b'N'``: ``A Aᵀ``; ``b'T'``: ``Aᵀ A``), with
+    ``A`` column-major of leading dimension ``lda``: ``B`` itself where it has a unit stride
+    (a block of a C- or Fortran-ordered matrix), else a contiguous copy of it."""
+    layout = _blas_layout(B.shape, B.strides, B.itemsize)
+    if layout is None:
+        B = np.ascontiguousarray(B)
+        layout = _blas_layout(B.shape, B.strides, B.itemsize)
+        assert layout is not None
+    return (B, *layout)
+
+
+def _blas_layout(shape: Any, strides: Any, itemsize: int) -> tuple[int, bytes] | None:
+    """``(lda, trans)`` with which BLAS reads a 2-D block of these strides in place (see
+    :func:`_blas_operand`), or ``None`` where the Gram path copies the block first."""
+    m, n = (int(d) for d in shape)
+    rows, cols = (int(s) for s in strides)
+    if cols == itemsize and rows % itemsize == 0 and rows // itemsize >= max(1, n):
+        # Row-major: A = Bᵀ is column-major (n × m); BᵀB = A Aᵀ, BBᵀ = AᵀA.
+        return rows // itemsize, b"N" if n <= m else b"T"
+    if rows == itemsize and cols % itemsize == 0 and cols // itemsize >= max(1, m):
+        # Column-major: A = B (m × n); BᵀB = AᵀA, BBᵀ = A Aᵀ.
+        return cols // itemsize, b"T" if n <= m else b"N"
+    return None
 
 
 def tail_bounds(values: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:

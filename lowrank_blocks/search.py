@@ -716,7 +716,9 @@ def best_approximation(
 
     The winner is then decomposed (its blocks only) so that the factors returned really have
     the reported parameter count and error; with ``method='randomized'`` the same random range
-    is drawn again, so they have the error the search table reports.
+    is drawn again, so they have the error the search table reports (or, for blocks whose
+    leading values came from float32 Gram matrices, a smaller one: their exact truncated SVD,
+    below the reported error by at most its stated allowance, about ``1e-5``).
 
     Parameters
     ----------
@@ -765,8 +767,9 @@ def best_approximation(
     spec = spectra[_Job(type(point.structure), point.structure.grid)]
     approx = approximate_prepared(prep, point.structure, spec.sampling)
     # The factors reproduce the table's error up to rounding (the same singular values, from
-    # svd instead of svdvals, or the same random range drawn again); the result reports the
-    # table's value, so that it is exactly the best row of its own table.
+    # svd instead of svdvals, or the same random range drawn again), or, for randomized spectra
+    # from float32 Gram matrices, do better by at most the allowance those carry; the result
+    # reports the table's value, so that it is exactly the best row of its own table.
     approx = dataclasses.replace(approx, error=point.error)
     table = curve
     return Search(approx, budget, table, grids_searched=len(spectra))
