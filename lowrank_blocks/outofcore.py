@@ -98,6 +98,7 @@ from .spectra import (
     BlockSpectra,
     PreparedMatrix,
     Sampling,
+    certification_inputs,
     check_method,
     check_tol,
     prepare,
@@ -596,10 +597,7 @@ class LargeMatrix(PreparedMatrix):
             # the energy held and ‖W‖², from the grid's energies (summed in stripes, before
             # any block is decomposed).
             held, outside = self.energies(part.grid, blocks)
-            energy_held = held.sum(axis=-1, keepdims=True)
-            total = energy_held + np.asarray(outside)[..., None]
-            weights = np.divide(held, energy_held, out=np.zeros_like(held),
-                                where=energy_held > 0)
+            weights, total = certification_inputs(held, outside)
             certified = (held, weights, total, auto)
             gram_fits = [self._auto_bytes(mb, nb) <= limit for mb, nb in shapes]
             fits = [a or b for a, b in zip(fits, gram_fits)]

@@ -694,10 +694,7 @@ class PreparedMatrix:
             auto = (DEFAULT_TOL, sampling.sample_rank)
         bound_a = bound_c = None
         if auto is not None:
-            energy_held = held.sum(axis=-1, keepdims=True)
-            total = energy_held + np.asarray(outside)[..., None]
-            weights = np.divide(held, energy_held, out=np.zeros_like(held),
-                                where=energy_held > 0)
+            weights, total = certification_inputs(held, outside)
             bound_a, bound_c = np.zeros_like(held), np.zeros_like(held)
         for (mb, nb), positions in groups.items():
             group = [blocks[k] for k in positions]
@@ -715,8 +712,8 @@ class PreparedMatrix:
                 residual[..., positions] = self._unscale(self._unscale(res))
                 paths[..., positions] = PATH_RANDOMIZED
             elif sampling is not None and min(mb, nb) >= _gram.GRAM_MIN_SIDE and (
-                leading := self._leading_gram_group(part, group, sampling.sample_rank,
-                                                    max_bytes)
+                leading := self._leading_gram_group(part, group, held[..., positions],
+                                                    sampling.sample_rank, max_bytes)
             ) is not None:
                 # A randomized request where block Krylov does not pay: the leading values
                 # from float32 Gram matrices, with an allowance (never below the exact error).
@@ -766,7 +763,8 @@ class PreparedMatrix:
         )
 
     def _leading_gram_group(
-        self, part: Partition, group: list[tuple[int, int]], rank: int, max_bytes: int | None,
+        self, part: Partition, group: list[tuple[int, int]], held: np.ndarray, rank: int,
+        max_bytes: int | None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The ``rank`` largest ``σ²`` of every block of a group from float32 Gram matrices, and
         the residual (the energy outside them plus an allowance), for ``method='randomized'``.
@@ -776,11 +774,13 @@ class PreparedMatrix:
         ``BᵀB`` by at most ``(2u + u²) ‖B‖_F²`` in Frobenius norm (``u = 2⁻²⁴``), forming and
         decomposing the Gram matrix by ``a`` and ``c``, so by Lidskii's theorem the sum of the
         ``k ≤ rank`` largest values is within ``√rank (a + (2u + u²)‖B‖_F²) + rank c``; plus
-        the float64 subtraction from ``‖B‖_F²``.  Added to the residual, it keeps every error
-        at or above the exact one.  ``None`` where it would exceed ``_FLOAT32_GRAM_SHARE`` of
-        a tail (small tails, which float32 cannot resolve; an error then off by at most
-        ``5e-5`` of itself): the caller then takes the certified float64 path.  On 2048 × 2048 at 10 % of dense, the 8 × 8 and 16 × 16 grids: 137 ms
-        and 127 ms against 201 ms and 174 ms in float64 (one core).
+        the float64 sum ``‖B‖_F²`` (``held``, the group's energies already computed, in the
+        units of ``W / scale``) and the subtraction from it.  Added to the residual, it keeps
+        every error at or above the exact one.  ``None`` where it would exceed
+        ``_FLOAT32_GRAM_SHARE`` of a tail (small tails, which float32 cannot resolve; an error
+        then off by at most ``5e-5`` of itself): the caller then takes the certified float64
+        path.  On 2048 × 2048 at 10 % of dense, the 8 × 8 and 16 × 16 grids: 137 ms and 127 ms
+        against 201 ms and 174 ms in float64 (one core).
         """
         xp = self.xp
         lead = () if self.n_matrices is None else (self.n_matrices,)
@@ -798,13 +798,13 @@ class PreparedMatrix:
                         k * k + 40 * (mb + nb)),
                     f"the float32 Gram values of {len(group)} blocks of {mb} × {nb}",
                     max_bytes=max_bytes, hint="raise the limit, or use method='auto'")
-        if isinstance(view, np.ndarray):
-            energy = np.einsum("...ij,...ij->...", view, view, dtype=np.float64)
-        else:
-            energy = to_numpy(xp.sum(xp.astype(view, xp.float64) ** 2, axis=(-2, -1)))
         parts = [_gram.gram_eigvalsh(xp.astype(view[i: i + step], xp.float32), xp)
                  for i in range(0, int(view.shape[0]), step)]
-        energy = energy.reshape(lead + (len(group),))
+        # ‖B‖_F² in the units of the data: the energies held, times the powers of two they
+        # were divided by (exactly)
+        rest = self.remaining_scale
+        energy = np.asarray(held, dtype=np.float64) * (
+            rest**2 if rest.ndim == 0 else (rest**2).reshape(rest.shape + (1,)))
         values = np.concatenate([gv.values for gv in parts]).reshape(
             lead + (len(group), -1))[..., :r]
         a = np.concatenate([np.asarray(gv.a) for gv in parts]).reshape(energy.shape)
@@ -814,7 +814,8 @@ class PreparedMatrix:
         u, tiny = 2.0**-24, float(np.finfo(np.float32).tiny)
         e1 = u * np.sqrt(energy) + math.sqrt(mb * nb) * tiny
         conversion = 2 * np.sqrt(energy) * e1 + e1 * e1
-        allowance = (np.sqrt(r) * (a + conversion) + r * c + (r + 2) * 2.0**-53 * energy)
+        allowance = (np.sqrt(r) * (a + conversion) + r * c
+                     + (_gram._gamma(mb * nb, 2.0**-53) + (r + 2) * 2.0**-53) * energy)
         tail = energy - values.sum(axis=-1)
         if np.any(allowance > _FLOAT32_GRAM_SHARE * tail):
             return None
@@ -948,6 +949,16 @@ class PreparedMatrix:
         float for one matrix, an array with one error per matrix for a stack."""
         ranks = np.array(structure.block_ranks(self.shape), dtype=np.int64)
         return self.spectra(structure.grid, structure.blocks).errors(ranks)
+
+
+def certification_inputs(held: np.ndarray, outside: Any) -> tuple[np.ndarray, np.ndarray]:
+    """What certifying the Gram values of ``blocks`` needs from their energies: every block's
+    share of the energy held (0 where none is held), and ``‖W‖²`` (held plus outside), with a
+    trailing axis to broadcast against the blocks."""
+    energy_held = held.sum(axis=-1, keepdims=True)
+    total = energy_held + np.asarray(outside)[..., None]
+    weights = np.divide(held, energy_held, out=np.zeros_like(held), where=energy_held > 0)
+    return weights, total
 
 
 #: Largest share of a tail the float32 Gram values' allowance may take (randomized method).

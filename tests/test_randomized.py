@@ -176,3 +176,18 @@ def test_float32_gram_values_are_refused_over_the_memory_limit():
     with pytest.raises(MemoryLimitError, match="float32 Gram values of 64 blocks of 128"):
         prepare(W).spectra((8, 8), method="randomized", max_rank=4, random_state=0,
                            max_bytes=100_000)
+
+
+def test_float32_gram_values_of_a_stack_with_extreme_scales():
+    # Two matrices scaled by different powers of two (one far below float32's range): the
+    # energies are taken from the prepared stack's, in each matrix's own units.
+    X = RNG.standard_normal((2, 512, 512))
+    X[0] *= 1e-150
+    from lowrank_blocks.spectra import prepare_stack
+
+    spec = prepare_stack(X).spectra((8, 8), method="randomized", max_rank=3, random_state=0)
+    assert np.all(spec.paths == PATH_RANDOMIZED)
+    exact = prepare_stack(X).spectra((8, 8), method="exact")
+    for r in (1, 3):
+        got, want = spec.errors(np.full(64, r)), exact.errors(np.full(64, r))
+        assert np.all(want <= got) and np.all(got <= want + 1e-4)
