@@ -508,8 +508,10 @@ def _reconstruction(W: np.ndarray, label: str, s: int) -> np.ndarray:
 
 
 def _plan(spectra: list[MatrixSpectra], structure: str, budget: int | None,
-          lora_rank: int | None, objective: str) -> tuple[ModelAllocation, dict[str, Any]]:
-    """The allocation and the adapter_config.json for one structure."""
+          lora_rank: int | None, objective: str, fan_in_fan_out: bool
+          ) -> tuple[ModelAllocation, dict[str, Any]]:
+    """The allocation and the adapter_config.json for one structure (``fan_in_fan_out``: some
+    modules are ``Conv1D``, see :func:`conv1d_weights`)."""
     label = parse_structure(structure)
     if label.startswith("diagonal"):
         peft_layout(structure_of(label, 1), spectra[0].shape)  # raises, naming the nearest
@@ -518,7 +520,8 @@ def _plan(spectra: list[MatrixSpectra], structure: str, budget: int | None,
                                progress=False)
         cfg = lora_config(alloc)
         config = {"peft_type": "LORA", **cfg, "lora_dropout": 0.0, "bias": "none",
-                  "fan_in_fan_out": False, "use_rslora": False, "init_lora_weights": True}
+                  "fan_in_fan_out": fan_in_fan_out, "use_rslora": False,
+                  "init_lora_weights": True}
     else:
         k = int(label.split(":")[1])
         for ms in spectra:
@@ -540,7 +543,7 @@ def _plan(spectra: list[MatrixSpectra], structure: str, budget: int | None,
                                   f"GraLoRA k={k}, r={k * s}")
         config = {"peft_type": "GRALORA", "r": k * s, "gralora_k": k, "alpha": k * s,
                   "hybrid_r": 0, "target_modules": sorted(module_of(ms.name) for ms in spectra),
-                  "gralora_dropout": 0.0, "fan_in_fan_out": False, "bias": "none",
+                  "gralora_dropout": 0.0, "fan_in_fan_out": fan_in_fan_out, "bias": "none",
                   "init_weights": True}
     config.update({"task_type": None, "inference_mode": True, "base_model_name_or_path": None,
                    "modules_to_save": None})
@@ -659,8 +662,7 @@ def extract_adapter(
     for ms in spectra:
         module_of(ms.name)
     conv1d = conv1d_weights(finetuned, [ms.name for ms in spectra], fan_in_fan_out)
-    alloc, config = _plan(spectra, label, budget, lora_rank, objective)
-    config["fan_in_fan_out"] = bool(conv1d)
+    alloc, config = _plan(spectra, label, budget, lora_rank, objective, bool(conv1d))
     matrices = {m.name: m for m in mm}
     _write(path, config, _tensors_of(alloc, config, matrices, np.dtype(dtype), conv1d))
     return Adapter(path, config, alloc)
@@ -761,8 +763,7 @@ def pissa_adapter(
         module_of(ms.name)
     conv1d = conv1d_weights(source if folder is None else folder,
                             [ms.name for ms in spectra], fan_in_fan_out)
-    alloc, config = _plan(spectra, label, budget, lora_rank, objective)
-    config["fan_in_fan_out"] = bool(conv1d)
+    alloc, config = _plan(spectra, label, budget, lora_rank, objective, bool(conv1d))
     matrices = {m.name: m for m in mm}
     adapter_tensors: dict[str, np.ndarray] = {}
     residual = dict(tensors)
