@@ -884,7 +884,8 @@ def _block_krylov_serial(
         mixed = not single and min(m, n) >= _MIXED_MIN_SIDE and total > b
     # The working precision of the iteration: float32 where mixed (and flat enough).
     Aw = xp.astype(A, xp.float32) if mixed else A
-    if mixed and not _flat_enough(A, Aw, rank, b, xp, rng):
+    energy = _sum_squares(A, xp)
+    if mixed and not _flat_enough(energy, Aw, rank, b, xp, rng):
         mixed, Aw = False, A
     Awt = xp.permute_dims(Aw, (0, 2, 1))
     work = Aw.dtype
@@ -939,7 +940,6 @@ def _block_krylov_serial(
         Q = _orthonormal_basis(xp.astype(Q @ V, dtype), xp)
         Z = At @ Q
         total = b
-    energy = _sum_squares(A, xp)
     residual = energy - _sum_squares(Z, xp)
     # float32: the difference would carry float32's rounding of ‖A‖² (~1e-7 of it, too coarse
     # for a bound); formed directly, as where the residual is small.
@@ -961,16 +961,23 @@ def _block_krylov_serial(
     if mixed:
         tail = out[-1] + _sum_squares(S[:, min(rank, total):, None], xp)
         top = S[:, 0] ** 2
-        if bool(xp.any(tail < top * (2 * b * _MIXED_EPS * 1e3))):
+        if bool(xp.any(tail < top * _mixed_tail_floor(b))):
             return _block_krylov_serial(stack, rank, xp, rng=rng, oversampling=oversampling,
                                         n_iter=n_iter, compute_uv=compute_uv, mixed=False)
     return out
 
 
-def _flat_enough(A: Array, Aw: Array, rank: int, b: int, xp: Any,
+def _mixed_tail_floor(b: int) -> float:
+    """The smallest tail, in units of ``σ₁²``, for which a float32 basis of ``b``-vector blocks
+    is kept: ``2 b ε`` (what float32 may misplace, ``_MIXED_EPS``) times 1000."""
+    return 2 * b * _MIXED_EPS * 1e3
+
+
+def _flat_enough(energy: Array, Aw: Array, rank: int, b: int, xp: Any,
                  rng: np.random.Generator) -> bool:
     """Whether every block's spectrum is flat enough for a float32 Krylov basis (see
-    ``_MIXED_EPS``): ``‖A‖_F² ≥ (rank + 2 b) σ̃₁²``, with ``σ̃₁`` from three steps of the power
+    ``_MIXED_EPS``): ``‖A‖_F² ≥ (rank + floor) σ̃₁²`` (``energy``, and the floor of
+    :func:`_mixed_tail_floor`), with ``σ̃₁`` from three steps of the power
     method on the float32 copy (one vector: about ``1/b`` of one Krylov step; an estimate
     from below, which the check at the end backs up)."""
     g, rows, cols = (int(d) for d in Aw.shape)
@@ -981,6 +988,5 @@ def _flat_enough(A: Array, Aw: Array, rank: int, b: int, xp: Any,
         x = x / xp.sqrt(_sum_squares(x, xp))[:, None, None]
         x = Awt @ (Aw @ x)
     top = xp.sqrt(_sum_squares(x, xp))  # ≈ σ₁² (‖AᵀA x‖ for a unit x)
-    energy = _sum_squares(A, xp)
-    scale = rank + 2 * b * _MIXED_EPS * 1e3
+    scale = rank + _mixed_tail_floor(b)
     return not bool(xp.any(energy < xp.astype(top, energy.dtype) * scale))
