@@ -279,6 +279,20 @@ def concave_knapsack_dp(steps, prefixes, size):
 # -- the Lagrangian core of the allocation (see lowrank_blocks.allocation) -----------------------
 
 
+def _count_above(flat, off, length, cost, threshold):
+    """How many of a unit's descending gains ``flat[off : off + length]`` have
+    ``gain / cost > threshold`` (binary search)."""
+    a = 0
+    b = length
+    while a < b:
+        m = (a + b) // 2
+        if flat[off + m] / cost > threshold:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
 def lagrangian_core_python(costs, flat, offsets, lengths, budgets, rel_margin):
     """Lagrange multiplier, a greedy solution and the core intervals of every unit, per budget.
 
@@ -341,16 +355,7 @@ def lagrangian_core_python(costs, flat, offsets, lengths, budgets, rel_margin):
                 break
             spent = 0
             for u in range(n_u):
-                a = 0
-                b = lengths[u]
-                off = offsets[u]
-                while a < b:
-                    m = (a + b) // 2
-                    if flat[off + m] / costs[u] > mid:
-                        a = m + 1
-                    else:
-                        b = m
-                spent += costs[u] * a
+                spent += costs[u] * _count_above(flat, offsets[u], lengths[u], costs[u], mid)
                 if spent > budget:
                     break
             if spent <= budget:
@@ -361,15 +366,7 @@ def lagrangian_core_python(costs, flat, offsets, lengths, budgets, rel_margin):
         rest = budget
         for u in range(n_u):
             lc[u] = lam * costs[u]
-            a = 0
-            b = lengths[u]
-            off = offsets[u]
-            while a < b:
-                m = (a + b) // 2
-                if flat[off + m] / costs[u] > lam:
-                    a = m + 1
-                else:
-                    b = m
+            a = _count_above(flat, offsets[u], lengths[u], costs[u], lam)
             kbar[u] = a
             fill[k, u] = a
             rest -= costs[u] * a
@@ -424,6 +421,8 @@ def lagrangian_core_python(costs, flat, offsets, lengths, budgets, rel_margin):
 
 lagrangian_core_numba = None
 if NUMBA_AVAILABLE and concave_knapsack_dp_numba is not None:
+    # compiled first: the compiled kernel calls it (numba resolves globals when it compiles)
+    _count_above = _jit(_count_above)
     lagrangian_core_numba = _jit(lagrangian_core_python)
 
 
