@@ -875,29 +875,17 @@ class LargeMatrix(PreparedMatrix):
             bound_a[k], bound_c[k], paths[k] = r.a, r.c, r.path
         if certified is not None:
             held = certified[0].copy()  # the grid's energies the certification used
-        randomized = any(r.how == "randomized" for r in results)
-        gram = bool(np.any(paths == PATH_GRAM))
         tols = [r.tol for r in results if r.path == PATH_GRAM and r.tol is not None]
         p, q = part.grid
         if len(blocks) == p * q:
             outside: Any = 0.0
         else:
             _, outside = self.energies(part.grid, blocks)
-        return BlockSpectra(
-            partition=part,
-            blocks=blocks,
-            sq=sq,
-            known=known,
-            residual=residual,
-            held_energies=held,
-            outside=outside,
-            method="randomized" if randomized else ("auto" if gram else "exact"),
-            sampling=sampling if randomized else None,
-            scale=self.scale,
-            bound_a=bound_a if gram else None,
-            bound_c=bound_c if gram else None,
-            paths=paths,
-            tol=max(tols) if gram and tols else None,
+        return BlockSpectra.assembled(
+            partition=part, blocks=blocks, sq=sq, known=known, residual=residual,
+            held_energies=held, outside=outside, scale=self.scale, paths=paths,
+            randomized=any(r.how == "randomized" for r in results), sampling=sampling,
+            bound_a=bound_a, bound_c=bound_c, tol=max(tols) if tols else None,
         )
 
     def errors_of(self, structure: Any) -> Any:

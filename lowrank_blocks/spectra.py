@@ -209,6 +209,21 @@ class BlockSpectra:
     tol: float | None = None
     _tails: np.ndarray | None = field(default=None, repr=False)
 
+    @classmethod
+    def assembled(cls, *, paths: np.ndarray, randomized: bool, sampling: Sampling | None,
+                  bound_a: np.ndarray | None, bound_c: np.ndarray | None, tol: float | None,
+                  **fields: Any) -> BlockSpectra:
+        """Spectra a computation put together block by block, its ``method`` read from how the
+        blocks were computed: ``'randomized'`` where any was (keeping ``sampling``), else
+        ``'auto'`` where any holds certified Gram values (keeping their bounds and ``tol``),
+        else ``'exact'``."""
+        gram = bool(np.any(paths == PATH_GRAM))
+        return cls(**fields, paths=paths,
+                   method="randomized" if randomized else ("auto" if gram else "exact"),
+                   sampling=sampling if randomized else None,
+                   bound_a=bound_a if gram else None, bound_c=bound_c if gram else None,
+                   tol=tol if gram else None)
+
     def __repr__(self) -> str:
         p, q = self.partition.grid
         m, n = self.partition.shape
@@ -743,23 +758,12 @@ class PreparedMatrix:
             S = self._unscale(S)
             sq[..., positions, : S.shape[-1]] = S * S
             known[positions] = S.shape[-1]
-        randomized = sampling is not None and bool(np.any(paths == PATH_RANDOMIZED))
-        gram = bool(np.any(paths == PATH_GRAM))
-        return BlockSpectra(
-            partition=part,
-            blocks=blocks,
-            sq=sq,
-            known=known,
-            residual=residual,
-            held_energies=held,
-            outside=outside,
-            method="randomized" if randomized else ("auto" if gram else "exact"),
-            sampling=sampling if randomized else None,
-            scale=self.scale,
-            bound_a=bound_a if gram else None,
-            bound_c=bound_c if gram else None,
-            paths=paths,
-            tol=auto[0] if gram and auto is not None else None,
+        return BlockSpectra.assembled(
+            partition=part, blocks=blocks, sq=sq, known=known, residual=residual,
+            held_energies=held, outside=outside, scale=self.scale, paths=paths,
+            randomized=sampling is not None and bool(np.any(paths == PATH_RANDOMIZED)),
+            sampling=sampling, bound_a=bound_a, bound_c=bound_c,
+            tol=None if auto is None else auto[0],
         )
 
     def _leading_gram_group(
