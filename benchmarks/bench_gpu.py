@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="device times only (the CPU runs of 8192² take minutes)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeat = [256], 1
+        args.sizes, args.repeat = [512], 1
     to_device, sync, desc = backend(args.backend)
     print(f"device: {desc}; host: {platform.machine()}, {os.cpu_count()} cores")
     print("| d | computation | device s | CPU s | CPU ÷ device | max abs error diff |")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "randomized surface (10 % of dense)": dict(method="randomized", max_params=budget,
                                                        random_state=0),
         }
-        if args.quick:  # a shallow Krylov space, so that block Krylov runs at d = 256 too
+        if args.quick:  # a shallow Krylov space, so that block Krylov runs at d = 512 too
             runs["randomized surface (10 % of dense)"]["n_iter"] = 1
         for label, opts in runs.items():
             def on(X, opts=opts):

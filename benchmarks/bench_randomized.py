@@ -32,7 +32,7 @@ from _timing import cpu_work  # noqa: E402
 from lowrank_blocks import error_surface  # noqa: E402
 
 GRIDS = [1, 2, 4, 8, 16]
-SETTINGS = [(10, 2), (10, 3), (10, 4), (10, 5), (10, 6), (2, 4), (2, 5), (2, 6)]
+SETTINGS = [(10, 3), (10, 4), (6, 3), (6, 4), (6, 5), (2, 4), (2, 5)]
 
 
 def matrix(kind: str, d: int, rng: np.random.Generator) -> np.ndarray:

@@ -717,7 +717,10 @@ def block_krylov_stack(
     of products with ``A`` it is far more accurate than subspace iteration on flat spectra
     (a Gaussian matrix): ``benchmarks/bench_randomized.py`` and the docs' performance page
     give the trade-off.  Every step is one batched call over the stack, in the stack's dtype
-    (float32 stays float32).
+    (float32 stays float32).  Large float64 blocks with a flat spectrum build the basis in
+    float32, ``⌈b/2⌉`` directions at a time and twice as deep (the same ``D`` and the same
+    products, several times more accurate), and take the Rayleigh–Ritz step in float64 (see
+    ``_MIXED_EPS`` and ``_MIXED_STEP_CLUSTER``).
 
     The ``D`` Ritz values never exceed the true singular values, and
     ``residual + Σ_{i>r} S_i² = ‖A − Q U_r U_rᵀ QᵀA‖²`` is the squared error of a realizable
@@ -816,20 +819,52 @@ def _ritz_values(Z: Array, residual: Array, rank: int, xp: Any) -> tuple[Array, 
     return xp.linalg.svdvals(Z), residual
 
 
-def _orthonormal_basis(Y: Array, xp: Any) -> Array:
-    """``Q`` of the reduced Householder QR of every matrix of a stack.
+def _orthonormal_basis(Y: Array, xp: Any, *, fast: bool = False) -> Array:
+    """``Q`` of the reduced QR of every matrix of a stack.
 
-    NumPy: SciPy's LAPACK ``geqrf``/``orgqr`` matrix by matrix, 2–3× faster than
-    ``numpy.linalg.qr`` on tall float32 blocks (2048 × 112: 7 ms against 20 ms).
+    NumPy: SciPy's LAPACK Householder ``geqrf``/``orgqr`` matrix by matrix, 2–3× faster than
+    ``numpy.linalg.qr`` on tall float32 blocks (2048 × 112: 7 ms against 20 ms); with
+    ``fast``, batched CholeskyQR2 (:func:`_cholesky_qr2`) where the stack is well enough
+    conditioned for it, Householder otherwise.
     """
     if not isinstance(Y, np.ndarray):
         return xp.linalg.qr(Y)[0]
+    if fast and (Q := _cholesky_qr2(Y)) is not None:
+        return Q
     import scipy.linalg
 
     out = np.empty_like(Y)
     for i in range(Y.shape[0]):
         out[i] = scipy.linalg.qr(Y[i], mode="economic", check_finite=False)[0]
     return out
+
+
+def _cholesky_qr2(Y: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis of every matrix of a stack ``(g, m, b)``, ``m ≥ b``, by CholeskyQR2
+    (Fukaya, Nakatsukasa, Yanagisawa & Yamamoto 2014): ``Q₁ = Y R₁⁻¹`` with ``R₁ᵀR₁ = YᵀY``,
+    then the same on ``Q₁``.  Batched matrix products and ``b × b`` factorizations only: 2–4×
+    faster than Householder QR matrix by matrix (2048 × 112 float32: about 2.5 ms against 7).
+
+    The first pass loses orthogonality as ``κ(Y)² u``; the second restores it to working
+    precision where ``Q₁`` is well conditioned, which is measured, not assumed: ``None`` (the
+    caller then takes Householder QR) where a Cholesky factorization fails or
+    ``max |Q₁ᵀQ₁ − I| > 0.1``.
+    """
+    b = Y.shape[-1]
+    eye = np.eye(b, dtype=Y.dtype)
+    Q = Y
+    for step in range(2):
+        G = np.matmul(np.swapaxes(Q, -1, -2), Q)
+        if step and float(np.max(np.abs(G - eye))) > 0.1:
+            return None
+        try:
+            R = np.linalg.cholesky(G, upper=True)
+            Q = Q @ np.linalg.inv(R)
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(Q)):
+            return None
+    return Q
 
 
 def _leading_eigenvectors(G: Array, k: int, xp: Any) -> Array:
@@ -863,6 +898,17 @@ def _leading_eigenvectors(G: Array, k: int, xp: Any) -> Array:
 # computed again in float64); otherwise the block is computed in float64 throughout.
 _MIXED_MIN_SIDE = 512
 _MIXED_EPS = 1e-3
+# Half-width blocks.  The mixed path builds its D = (n_iter + 1) b directions ``⌈b/2⌉`` at a
+# time, twice as deep: the same products with A, and on flat spectra several times more
+# accurate (Meyer, Musco & Musco 2024: for a given number of products, smaller blocks and more
+# steps win, unless a singular value is repeated more often than the block is wide).  On
+# 2048 × 2048 Gaussian blocks at 10 % of dense, n_iter = 4: largest error difference 1.7e-4
+# against 8.2e-4 with full blocks, at about the same time (docs' performance page).  A block
+# of width ``s`` resolves at most ``s`` copies of a repeated value, so where ``s`` of the
+# leading float64 Ritz values (in σ²) lie within this relative distance of one another (a
+# Gaussian block's closest run of ``s`` is 8–10 % wide), the block is computed again with
+# full-width blocks in float64.
+_MIXED_STEP_CLUSTER = 2e-2
 
 
 def _block_krylov_serial(
@@ -890,47 +936,65 @@ def _block_krylov_serial(
     Awt = xp.permute_dims(Aw, (0, 2, 1))
     work = Aw.dtype
     eps_work = float(np.finfo(np.float32).eps) if mixed else eps
+    loss = 1e-3 if mixed else 64 * eps_work  # of orthogonality to the basis, tolerated
+    # The D directions are built ``step`` at a time: ``b``, or, in the mixed path, half as
+    # many, twice as deep (the same D and the same products; see _MIXED_STEP_CLUSTER).
+    step = -(-b // 2) if mixed else b
 
     def gaussian(shape: tuple[int, ...]) -> Array:
-        return xp.asarray(rng.standard_normal(shape), dtype=work, device=device)
+        return xp.asarray(rng.standard_normal(shape, dtype=np.float32), dtype=work,
+                          device=device)
 
-    Y = Aw @ gaussian((g, cols, b))
-    Qs: list[Array] = []
-    Zs: list[Array] = []
+    # The basis Q and the rows Z = (QᵀA)ᵀ, filled block by block: the basis so far is a view
+    # of the first ``done`` columns (no copy of the growing basis at every block).
+    Qall = xp.empty((g, rows, total), dtype=work, device=device)
+    Zall = xp.empty((g, cols, total), dtype=work, device=device)
+    noise = None
+    Y = Aw @ gaussian((g, cols, step))
     done = 0
     while True:
-        if Qs:
+        if done:
             # Rounding-level random directions: where the Krylov space is exhausted (the
             # spectrum has decayed below rounding) the projection leaves only rounding, and
             # QR must still return directions orthogonal to the basis.  Two passes of block
             # Gram–Schmidt ("twice is enough" for a block that is not rounding); then, where
             # the QR of what was left is not orthogonal to the basis (it was rounding), up to
-            # two more passes on the normalized block.
-            # (uniform, not Gaussian: generic is all they need to be, and 4× cheaper to draw)
-            scale = xp.sqrt(_sum_squares(Y, xp)) * (eps_work / math.sqrt(rows * b))
-            noise = rng.random((g, rows, b), dtype=np.float32) - np.float32(0.5)
-            Y = Y + xp.asarray(noise, dtype=work, device=device) * scale[:, None, None]
-            P = xp.concat(Qs, axis=-1) if len(Qs) > 1 else Qs[0]
+            # two more passes on the normalized block.  The float32 basis of the mixed path
+            # only chooses the directions of its float64 Rayleigh–Ritz step, so one pass will
+            # do there, and a loss of orthogonality up to 1e-3 (one pass leaves 1e-6 to 1e-5
+            # on 2048 × 2048 Gaussian blocks; an exhausted space leaves order one).
+            # (uniform, not Gaussian: generic is all they need to be, and cheaper to draw;
+            # drawn once and shifted by a row at every block, still generic)
+            if noise is None:
+                noise = xp.asarray(rng.random((g, rows, step), dtype=np.float32) - np.float32(0.5),
+                                   dtype=work, device=device)
+            else:
+                noise = xp.roll(noise, 1, axis=1)
+            scale = xp.sqrt(_sum_squares(Y, xp)) * (eps_work / math.sqrt(rows * step))
+            Y = Y + noise * scale[:, None, None]
+            P = Qall[:, :, :done]
             Pt = xp.permute_dims(P, (0, 2, 1))
-            for _ in range(2):
+            for _ in range(1 if mixed else 2):
                 Y = Y - P @ (Pt @ Y)
-        width = min(b, total - done)
-        Q = _orthonormal_basis(Y, xp)
-        for _ in range(2 if Qs else 0):
+        width = min(step, total - done)
+        # The float32 basis of the mixed path only chooses directions (its Rayleigh–Ritz step
+        # is redone in float64), so it may take the faster CholeskyQR2.
+        Q = _orthonormal_basis(Y, xp, fast=mixed)
+        for _ in range(2 if done else 0):
             M = Pt @ Q
-            if not bool(xp.any(xp.abs(M) > 64 * eps_work)):
+            if not bool(xp.any(xp.abs(M) > loss)):
                 break
             Q = _orthonormal_basis(Q - P @ M, xp)
         Q = Q[:, :, :width]
-        Qs.append(Q)
-        Zs.append(Awt @ Q)  # the rows (AᵀQ_j)ᵀ of QᵀA
+        Qall[:, :, done: done + width] = Q
+        Z = Awt @ Q  # the rows (AᵀQ_j)ᵀ of QᵀA
+        Zall[:, :, done: done + width] = Z
         done += width
         if done >= total:
             break
-        Y = Aw @ Zs[-1]
-    Q = xp.concat(Qs, axis=-1) if len(Qs) > 1 else Qs[0]  # (g, rows, D)
-    Z = xp.concat(Zs, axis=-1) if len(Zs) > 1 else Zs[0]  # (g, cols, D) = (QᵀA)ᵀ
-    del Qs, Zs, Y
+        Y = Aw @ Z
+    Q, Z = Qall, Zall  # (g, rows, D) and (g, cols, D) = (QᵀA)ᵀ
+    del Qall, Zall, Y, noise
     if mixed:
         # Rayleigh–Ritz in float64 on the leading b Ritz directions of the float32 basis: an
         # orthonormal float64 basis U of them and AᵀU from the float64 matrix, so everything
@@ -961,10 +1025,21 @@ def _block_krylov_serial(
     if mixed:
         tail = out[-1] + _sum_squares(S[:, min(rank, total):, None], xp)
         top = S[:, 0] ** 2
-        if bool(xp.any(tail < top * _mixed_tail_floor(b))):
+        if bool(xp.any(tail < top * _mixed_tail_floor(b))) or _clustered(S, step, xp):
             return _block_krylov_serial(stack, rank, xp, rng=rng, oversampling=oversampling,
                                         n_iter=n_iter, compute_uv=compute_uv, mixed=False)
     return out
+
+
+def _clustered(S: Array, step: int, xp: Any) -> bool:
+    """Whether ``step`` consecutive values of some row of ``S`` (descending) lie within
+    ``_MIXED_STEP_CLUSTER`` of the largest of them, relative, in ``σ²``."""
+    S2 = S * S
+    k = int(S2.shape[-1])
+    if step > k:
+        return False
+    first, last = S2[:, : k - step + 1], S2[:, step - 1:]
+    return bool(xp.any(first - last <= _MIXED_STEP_CLUSTER * first))
 
 
 def _mixed_tail_floor(b: int) -> float:

@@ -970,19 +970,30 @@ _FLOAT32_GRAM_SHARE = 1e-4
 
 
 def _randomized_pays(mb: int, nb: int, sampling: Sampling) -> bool:
-    """Whether block Krylov is cheaper than the exact spectra for ``mb × nb`` blocks.
+    """Whether block Krylov is the cheaper way to the leading values (and vectors) of
+    ``mb × nb`` blocks.
 
     It does ``2 n_iter + 2`` products with blocks of ``b = k + oversampling`` vectors and
-    orthogonalises ``D = (n_iter + 1) b`` directions; measured on one core against the Gram
-    path it is the cheaper one while ``D`` stays below about 40 % of ``min(m_b, n_b)``: at
-    2048 × 2048 and 10 % of dense with the defaults, the 4 × 4 grid (``D = 175`` of 512) by
-    block Krylov 0.27 s against 0.32 s, the 8 × 8 grid (``D = 110`` of 256) 0.27 s against
-    0.22 s (CPU work, one BLAS thread, medians of 5).  So the 1 × 1 to 4 × 4 grids take block
-    Krylov, the 8 × 8 and 16 × 16 grids the certified Gram path.
+    orthogonalises ``D = (n_iter + 1) b`` directions; measured on one core against the exact
+    spectra it is the cheaper one while ``D`` stays below about 40 % of ``min(m_b, n_b)``.
+    Blocks under ``_KRYLOV_MIN_SIDE`` on a side take the float32 Gram values instead (and
+    their factors, for an approximation, the exact SVD's, which realize errors at or below
+    those values), which beat block Krylov on them whatever the rank: at 2048 × 2048 with the defaults (CPU work, one
+    BLAS thread, medians of 3), up to 2 / 5 / 10 % of dense, the 8 × 8 grid (256 × 256 blocks)
+    0.148 / 0.150 / 0.147 s by Gram values against 0.148 / 0.203 / 0.257 s by block Krylov, the
+    16 × 16 grid 0.14 s against 0.27–0.34 s; while the 4 × 4 grid (512 × 512) takes 0.12–0.20 s
+    by block Krylov against 0.20–0.47 s.
     """
     k = min(sampling.sample_rank, mb, nb)
     width = (sampling.n_iter + 1) * (k + sampling.oversampling)
+    if min(mb, nb) < _KRYLOV_MIN_SIDE:
+        return False
     return width * 5 <= min(mb, nb) * 2 and k + sampling.oversampling < min(mb, nb)
+
+
+#: Blocks with a side below this take the float32 Gram values (factors: the exact SVD), not
+#: block Krylov, in a randomized request (:func:`_randomized_pays`).
+_KRYLOV_MIN_SIDE = 512
 
 
 def prepare(W: Any, name: str = "W") -> PreparedMatrix:

@@ -253,7 +253,7 @@ def test_auto_gives_the_exact_svd_factors(W):
 
 def test_randomized_block_krylov_factors_float32_and_their_error():
     rng = np.random.default_rng(6)
-    W = rng.standard_normal((600, 500)).astype(np.float32)
+    W = rng.standard_normal((640, 576)).astype(np.float32)  # sides ≥ 512: block Krylov
     a = approximate(W, Global(20), method="randomized", random_state=0)
     assert all(B.dtype == np.float32 and A.dtype == np.float32 for B, A in a.factors)
     realized = np.linalg.norm(W.astype(np.float64) - a.reconstruct()) / np.linalg.norm(W)
