@@ -234,11 +234,11 @@ def _one_blas_thread() -> Iterator[None]:
     :func:`lowrank_blocks.linalg.run_concurrently`): left multithreaded there, two grids'
     LAPACK calls oversubscribe the cores, which costs ten times the time.
     """
-    from threadpoolctl import threadpool_limits
+    from .linalg import one_blas_thread
 
     with _LIMIT_LOCK:
         if not _LIMIT:
-            _LIMIT[:] = [threadpool_limits(limits=1, user_api="blas"), 0]
+            _LIMIT[:] = [one_blas_thread(), 0]
         _LIMIT[1] += 1
     try:
         yield

@@ -86,7 +86,7 @@ import numpy as np
 from . import _gram
 from ._limits import check_bytes, format_bytes, memory_limit
 from ._validate import as_int, check_random_state
-from .linalg import block_groups
+from .linalg import block_groups, one_blas_thread
 from .partition import Partition
 from .spectra import (
     _EXTREME_HIGH,
@@ -643,10 +643,7 @@ class LargeMatrix(PreparedMatrix):
                 for k in inside:
                     results[k] = task(k)
             else:
-                from threadpoolctl import threadpool_limits
-
-                with threadpool_limits(limits=1, user_api="blas"), \
-                        ThreadPoolExecutor(workers) as pool:
+                with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
                     for k, out in zip(inside, pool.map(task, inside)):
                         results[k] = out
         # Blocks that do not fit: randomized, out of core, one at a time.
@@ -831,11 +828,8 @@ class LargeMatrix(PreparedMatrix):
         x = self._aligned_dask(row_chunks, col_chunks)
         rows, cols = part.block_slices(i, j)
         A = x[rows, cols] / self.scale
-        from threadpoolctl import threadpool_limits
-
         # Dask's threads each run one single-threaded BLAS call at a time.
-        with dask.config.set(scheduler="threads", num_workers=threads), \
-                threadpool_limits(limits=1, user_api="blas"):
+        with dask.config.set(scheduler="threads", num_workers=threads), one_blas_thread():
             u, s, v = da.linalg.svd_compressed(
                 A, rank, n_power_iter=sampling.n_iter, n_oversamples=sampling.oversampling,
                 seed=int(np.random.default_rng([sampling.seed, i, j]).integers(0, 2**31 - 1)),
