@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_allocation.py
 	$(PY) benchmarks/bench_search.py --sizes 2000
 	$(PY) benchmarks/bench_randomized.py --size 2048
+	$(PY) benchmarks/bench_randomized_default.py
 	$(PY) benchmarks/bench_model_allocation.py --repeat 3
 	$(PY) benchmarks/bench_dask.py
 	$(PY) benchmarks/bench_gpu.py --quick

@@ -24,7 +24,8 @@ Wall-clock ratios are medians over ``--repeat`` *pairs* (the baseline and the ca
 back to back, so both see the same load on a shared machine).  Because a loaded machine can
 slow multithreaded LAPACK calls (the ``svdvals`` baseline) far more than single-threaded ones,
 the same ratios are also printed as **CPU work**: every computation on one thread, timed by
-``time.process_time``; those are what the code does, whatever else the machine runs.
+``time.process_time`` (medians of three runs); those are what the code does, whatever else the
+machine runs.
 ``--json`` writes all the numbers.
 """
 
@@ -73,6 +74,14 @@ def peak_memory_ratio(d: int, method: str) -> float:
         f"error_surface(W, grids={GRIDS}, families=['grid'], method={method!r})\n",
     )
     return added / (d * d * 8)
+
+
+def median_cpu_work(fn, repeat: int) -> float:
+    """Median CPU work of ``repeat`` runs (one run can carry a page-fault storm after another
+    computation freed its memory)."""
+    import statistics
+
+    return statistics.median(cpu_work(fn) for _ in range(repeat))
 
 
 def paired_ratio(fn, base, repeat: int) -> tuple[float, float]:
@@ -137,8 +146,8 @@ def main() -> None:
         svd()
         wall = {name: paired_ratio(fn, svd, args.repeat) for name, fn in runs.items()}
         t_svd = median_time(svd, args.repeat)
-        cpu_svd = cpu_work(svd)
-        cpu = {name: cpu_work(fn) / cpu_svd for name, fn in runs.items()}
+        cpu_svd = median_cpu_work(svd, 3)
+        cpu = {name: median_cpu_work(fn, 3) / cpu_svd for name, fn in runs.items()}
         t_loop = median_time(lambda: loop_surface(W), max(1, args.repeat - 2))
 
         exact_all = error_surface(W, method="exact").to_frame()

@@ -720,7 +720,8 @@ def block_krylov_stack(
     4.4 with every iterate kept): a Gaussian block ``Ω`` of ``b = rank + oversampling``
     columns, the Krylov space ``span{AΩ, (AAᵀ)AΩ, …, (AAᵀ)^q AΩ}`` with ``q = n_iter``
     (``D = (q + 1) b`` directions, at most ``min(m, n)``), orthonormalised block by block
-    (two passes of block Gram–Schmidt, then Householder QR), and the singular values of
+    (two passes of block Gram–Schmidt, then Householder QR; one pass and CholeskyQR2 for the
+    float32 basis of the mixed path below), and the singular values of
     ``QᵀA``, whose rows ``(AᵀQ_j)ᵀ`` the iteration has already computed.  For the same number
     of products with ``A`` it is far more accurate than subspace iteration on flat spectra
     (a Gaussian matrix): ``benchmarks/bench_randomized.py`` and the docs' performance page
@@ -753,8 +754,9 @@ def block_krylov_stack(
     Returns
     -------
     (U, S, Vt, residual) or (S, residual)
-        ``S`` of shape ``(g, D)`` descending, ``U`` ``(g, m, D)``, ``Vt`` ``(g, D, n)``,
-        ``residual`` ``(g,)``, on the backend and device of ``stack``; float32 stays float32.
+        ``S`` of shape ``(g, D)`` descending (``D = b`` where every block took the mixed path;
+        zero values pad blocks of a stack that took fewer), ``U`` ``(g, m, D)``, ``Vt``
+        ``(g, D, n)``, ``residual`` ``(g,)``, on the backend and device of ``stack``; float32 stays float32.
 
     Examples
     --------
@@ -780,8 +782,29 @@ def block_krylov_stack(
                 lambda cs: _block_krylov_serial(cs[0], rank, np, rng=cs[1], **opts),
                 zip(chunks, seeds),
             ))
-        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
+        return _concat_parts(parts, compute_uv)
     return _block_krylov_serial(stack, rank, xp, rng=rng, **opts)
+
+
+def _concat_parts(parts: list[tuple[Any, ...]], compute_uv: bool) -> tuple[Any, ...]:
+    """The results of the threads' chunks as one: a chunk that kept the mixed path returns
+    ``b`` values, one computed again in float64 ``D``; the narrower are padded with zero values
+    (and zero vectors), which change no tail."""
+    width = max(p[1 if compute_uv else 0].shape[-1] for p in parts)
+
+    def pad(x: np.ndarray, axis: int) -> np.ndarray:
+        extra = width - x.shape[axis]
+        if extra == 0:
+            return x
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, extra)
+        return np.pad(x, widths)
+
+    if compute_uv:
+        parts = [(pad(U, 2), pad(S, 1), pad(Vt, 1), r) for U, S, Vt, r in parts]
+    else:
+        parts = [(pad(S, 1), r) for S, r in parts]
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
 
 
 def _numpy_workers_krylov(stack: Array, rank: int, oversampling: int, n_iter: int) -> int:
@@ -839,13 +862,22 @@ def _orthonormal_basis(Y: Array, xp: Any, *, fast: bool = False) -> Array:
         return Q
     import scipy.linalg
 
-    from ._gram import _one_blas_thread
-
     out = np.empty_like(Y)
-    with _one_blas_thread():  # see _leading_eigenvectors
+    with _lapack_one_thread():  # see _leading_eigenvectors
         for i in range(Y.shape[0]):
             out[i] = scipy.linalg.qr(Y[i], mode="economic", check_finite=False)[0]
     return out
+
+
+def _lapack_one_thread() -> Any:
+    """One BLAS thread around a LAPACK call, entered and left in the same thread (threadpoolctl
+    lets one thread own OpenBLAS's limits); nothing in pool threads and tasks, which already
+    run under a limit (``_SERIAL``, or not the main thread)."""
+    import contextlib
+
+    if getattr(_SERIAL, "on", False) or threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    return one_blas_thread()
 
 
 def _cholesky_qr2(Y: np.ndarray) -> np.ndarray | None:
@@ -867,7 +899,7 @@ def _cholesky_qr2(Y: np.ndarray) -> np.ndarray | None:
         if step and float(np.max(np.abs(G - eye))) > 0.1:
             return None
         try:
-            R = np.linalg.cholesky(G, upper=True)
+            R = np.swapaxes(np.linalg.cholesky(G), -1, -2)  # upper (NumPy < 2 too)
             Q = Q @ np.linalg.inv(R)
         except np.linalg.LinAlgError:
             return None
@@ -885,14 +917,12 @@ def _leading_eigenvectors(G: Array, k: int, xp: Any) -> Array:
         return xp.linalg.eigh(G)[1][:, :, d - k:]
     import scipy.linalg
 
-    from ._gram import _one_blas_thread
-
     out = np.empty(G.shape[:-1] + (k,), dtype=G.dtype)
     # One BLAS thread: LAPACK gains nothing from more on these sizes, and where NumPy's BLAS
     # threads still spin after a product, SciPy's own threads beside them oversubscribe two
     # cores (2048 × 2048, the 1 × 1 grid, wall clock: 89 ms against 22 for this call; the
     # Householder QR above 114 ms against 10).
-    with _one_blas_thread():
+    with _lapack_one_thread():
         for i in range(G.shape[0]):
             out[i] = scipy.linalg.eigh(G[i], subset_by_index=[d - k, d - 1], driver="evr",
                                        check_finite=False)[1]
@@ -925,6 +955,9 @@ _MIXED_EPS = 1e-3
 # Gaussian block's closest run of ``s`` is 8–10 % wide), the block is computed again with
 # full-width blocks in float64.
 _MIXED_STEP_CLUSTER = 2e-2
+# Half-width blocks only where they are at least this wide: narrower runs of Gaussian Ritz
+# values can lie within 2 % (and a run of one always does).
+_MIXED_MIN_STEP = 8
 
 
 def _block_krylov_serial(
@@ -955,7 +988,7 @@ def _block_krylov_serial(
     loss = 1e-3 if mixed else 64 * eps_work  # of orthogonality to the basis, tolerated
     # The D directions are built ``step`` at a time: ``b``, or, in the mixed path, half as
     # many, twice as deep (the same D and the same products; see _MIXED_STEP_CLUSTER).
-    step = -(-b // 2) if mixed else b
+    step = -(-b // 2) if mixed and b >= 2 * _MIXED_MIN_STEP else b
 
     def gaussian(shape: tuple[int, ...]) -> Array:
         return xp.asarray(rng.standard_normal(shape, dtype=np.float32), dtype=work,

@@ -134,6 +134,26 @@ def test_a_repeated_value_wider_than_the_half_blocks_is_computed_again(spy):
     assert np.max(np.sqrt(got / energy) - np.sqrt(want / energy)) < 1e-4
 
 
+def test_a_stack_split_across_threads_with_one_block_computed_again():
+    # One block keeps the mixed path (b values), the other is computed again in float64 (D
+    # values): the threads' parts are padded, not refused (this raised ValueError).
+    from lowrank_blocks import BlockGrid, approximate
+
+    top = RNG.standard_normal((640, 1152))
+    sigma = np.concatenate([np.ones(30), np.linspace(0.72, 0.5, 546)])
+    bottom = np.hstack([with_spectrum(640, 576, sigma), with_spectrum(640, 576, sigma)])
+    W = np.vstack([top, bottom])
+    a = approximate(W, BlockGrid(2, 20), method="randomized", random_state=0)
+    realized = np.linalg.norm(W - a.reconstruct()) / np.linalg.norm(W)
+    assert a.error == pytest.approx(realized, rel=1e-9)
+    assert a.error >= approximate(W, BlockGrid(2, 20), method="exact").error - 1e-12
+    stack = np.stack([W[:640, :576], W[640:, :576]])
+    S, res = block_krylov_stack(stack, 24, np, random_state=0)
+    for k in range(2):
+        got, want = krylov_tails(S[k], float(res[k]), 24), tails(stack[k], 24)
+        assert np.all(got >= want * (1 - 1e-12))
+
+
 def test_a_gaussian_block_is_not_taken_for_a_cluster(spy):
     # the closest run of 56 of the 112 leading values of a 2048 × 2048 Gaussian matrix spans
     # about 10 % (in σ²): five times the threshold
