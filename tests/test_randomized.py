@@ -40,6 +40,12 @@ def krylov_tails(S: np.ndarray, res: float, rank: int) -> np.ndarray:
     return np.array([res + s2[k:].sum() for k in range(1, rank + 1)])
 
 
+def krylov_and_exact_tails(A: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block Krylov's tails of ``A`` (defaults, seed 0) and the exact ones, k = 1..rank."""
+    S, res = block_krylov_stack(A[None], rank, np, random_state=0)
+    return krylov_tails(S[0], float(res[0]), rank), tails(A, rank)
+
+
 @pytest.fixture
 def spy(monkeypatch):
     """Counts the mixed-precision Rayleigh–Ritz steps and the float64 recomputations."""
@@ -101,9 +107,8 @@ def test_decaying_spectra_are_computed_in_float64(spy):
     # computed in float64 from the start, and the error is resolved to 1 %.
     A = with_spectrum(560, 540, 10.0 ** (-np.arange(540) / 6))
     rank = 40
-    S, res = block_krylov_stack(A[None], rank, np, random_state=0)
+    got, want = krylov_and_exact_tails(A, rank)
     assert spy["refine"] == 0 and spy["float64_again"] == 0
-    got, want = krylov_tails(S[0], float(res[0]), rank), tails(A, rank)
     assert np.all(got >= want * (1 - 1e-10))
     np.testing.assert_allclose(np.sqrt(got[-1]), np.sqrt(want[-1]), rtol=1e-2)
 
@@ -112,9 +117,8 @@ def test_the_final_check_catches_a_spectrum_the_first_block_misjudged(spy, monke
     monkeypatch.setattr(linalg, "_flat_enough", lambda *args: True)
     A = with_spectrum(560, 540, 10.0 ** (-np.arange(540) / 30))
     rank = 40
-    S, res = block_krylov_stack(A[None], rank, np, random_state=0)
+    got, want = krylov_and_exact_tails(A, rank)
     assert spy["refine"] == 1 and spy["float64_again"] == 1
-    got, want = krylov_tails(S[0], float(res[0]), rank), tails(A, rank)
     assert np.all(got >= want * (1 - 1e-10))
     np.testing.assert_allclose(np.sqrt(got), np.sqrt(want), rtol=1e-3)
 
@@ -126,9 +130,8 @@ def test_a_repeated_value_wider_than_the_half_blocks_is_computed_again(spy):
     sigma = np.concatenate([np.ones(30), np.linspace(0.72, 0.5, 546)])
     A = with_spectrum(640, 576, sigma)
     rank = 24
-    S, res = block_krylov_stack(A[None], rank, np, random_state=0)
+    got, want = krylov_and_exact_tails(A, rank)
     assert spy["refine"] == 1 and spy["float64_again"] == 1
-    got, want = krylov_tails(S[0], float(res[0]), rank), tails(A, rank)
     energy = np.sum(A**2)
     assert np.all(got >= want * (1 - 1e-12))
     assert np.max(np.sqrt(got / energy) - np.sqrt(want / energy)) < 1e-4
